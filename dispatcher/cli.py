@@ -1,0 +1,208 @@
+"""The `dispatcher` command. Exit status: 0 success, 1 an operation failed, 2 usage or
+configuration error."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import redis
+import typer
+
+from dispatcher import __version__
+from dispatcher.errors import ConfigurationError, IntentRefused
+from dispatcher.settings import Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+app = typer.Typer(
+    name="dispatcher",
+    help="Deliver push notifications through Catapush.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigurationError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+def _configure_logs(settings: Settings) -> None:
+    from dispatcher.logs import configure_logging
+
+    configure_logging(settings.log_format)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"catapush-dispatcher {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Deliver push notifications through Catapush."""
+
+
+# -- enqueue ---------------------------------------------------------------------------------
+
+
+def _json_lines(source: str) -> Iterator[tuple[int, str]]:
+    if source == "-":
+        stream = sys.stdin
+        for number, line in enumerate(stream, start=1):
+            yield number, line
+        return
+    path = Path(source)
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot read {source}: {exc.strerror}", EXIT_USAGE)
+    with handle:
+        try:
+            yield from enumerate(handle, start=1)
+        except UnicodeDecodeError as exc:
+            _fail(f"{source} is not UTF-8 text: {exc.reason} at byte {exc.start}", EXIT_FAILED)
+
+
+@app.command()
+def enqueue(
+    source: Annotated[str, typer.Argument(help="A file of JSON lines, one intent each, or - for stdin.")],
+) -> None:
+    """Validate intents and put them on the queue; prints each accepted id.
+
+    A bad line is reported on stderr as `line N: <field>: <reason>`; the other lines are
+    still enqueued, and the exit status is 1 if any line was refused.
+    """
+    from dispatcher.intents import parse_intent
+    from dispatcher.producer import Producer
+
+    settings = _settings()
+    _configure_logs(settings)
+    producer = Producer.from_settings(settings)
+    refused = 0
+    try:
+        for number, line in _json_lines(source):
+            if not line.strip():
+                continue
+            try:
+                data = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                typer.echo(f"line {number}: not valid JSON: {exc}", err=True)
+                refused += 1
+                continue
+            try:
+                intent_id = producer.enqueue(parse_intent(data))
+            except IntentRefused as exc:
+                for problem in exc.problems:
+                    typer.echo(f"line {number}: {problem}", err=True)
+                refused += 1
+                continue
+            typer.echo(intent_id)
+    except redis.RedisError as exc:
+        _fail(f"cannot enqueue on Redis at {settings.redis_url}: {exc}")
+    finally:
+        producer.close()
+    if refused:
+        typer.echo(f"{refused} line(s) refused", err=True)
+        raise typer.Exit(EXIT_FAILED)
+
+
+# -- worker, sandbox, demo -------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="Concurrent sends per process.")] = 64,
+) -> None:
+    """Consume the queue and send each intent to Catapush, until SIGTERM or SIGINT."""
+    from dispatcher.worker import run_workers
+
+    settings = _settings()
+    try:
+        code = run_workers(settings, processes=processes, threads=threads)
+    except ConfigurationError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    raise typer.Exit(code)
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8710,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    token_ttl: Annotated[
+        float | None, typer.Option(help="Seconds an OAuth token lives; unset: for ever.")
+    ] = None,
+    latency_ms: Annotated[int, typer.Option(min=0, help="Delay before each answer.")] = 0,
+) -> None:
+    """Run a local Catapush API (OAuth, POST /messages, fault injection) for trials and tests."""
+    from dispatcher.sandbox import serve
+
+    try:
+        serve(host, port, token_ttl_s=token_ttl, latency_ms=latency_ms)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+@app.command()
+def demo(
+    count: Annotated[int, typer.Option(min=1, max=10_000, help="Sample intents to send.")] = 12,
+) -> None:
+    """Run the whole pipeline on this machine (own Redis, sandbox, worker) and show outcomes."""
+    from dispatcher.demo import run_demo
+
+    raise typer.Exit(run_demo(count=count))
+
+
+# -- status and dead letters -----------------------------------------------------------------
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url)
+
+
+@app.command()
+def status(
+    intent_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What happened to an intent: sent (with Catapush messageId), dead, or not known here."""
+    from dispatcher.status import intent_status
+
+    settings = _settings()
+    try:
+        report = intent_status(_redis(settings), settings, intent_id)
+    except redis.RedisError as exc:
+        _fail(f"cannot read Redis at {settings.redis_url}: {exc}")
+    if as_json:
+        typer.echo(orjson.dumps(report).decode())
+    else:
+        for key, value in report.items():
+            typer.echo(f"{key}: {value}")
+    if report["state"] == "unknown":
+        raise typer.Exit(EXIT_FAILED)
+
+
+def main() -> None:
+    app()

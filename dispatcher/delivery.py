@@ -1,0 +1,234 @@
+"""One delivery attempt of one intent: the worker's core, free of dramatiq.
+
+Decodes and checks the intent, claims it (so no other worker sends it at the same time and a
+copy that already went out is skipped), waits for the shared rate limit, sends, and turns the
+answer into an `Outcome`. The caller (the actor) carries out retries; dead letters and
+receipts are written here, so that no outcome is left unrecorded.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from dispatcher.backoff import backoff_delay_ms
+from dispatcher.deadletters import AsyncDeadLetters, DeadLetterEntry
+from dispatcher.errors import CatapushError, IntentRefused
+from dispatcher.intents import ID_PATTERN, Attachment, CatapushMessage, parse_intent
+from dispatcher.logs import get_logger
+from dispatcher.outcome import DeadLetter, RetryLater, Sent, decide
+from dispatcher.receipts import ClaimState, Receipt, Receipts
+from dispatcher.render import Templates, remaining_expire_time, render
+
+log = get_logger(__name__)
+
+# How long a copy of an intent that another worker is sending right now waits to look again.
+BUSY_RETRY_DELAY_MS = 2_000
+
+
+class Sender(Protocol):
+    async def send(self, message: CatapushMessage, attachment: Attachment | None = None) -> Any: ...
+
+
+class Limiter(Protocol):
+    async def acquire(self) -> None: ...
+
+    async def pause_all(self, seconds: float) -> None: ...
+
+
+class NoLimit:
+    async def acquire(self) -> None:
+        return None
+
+    async def pause_all(self, seconds: float) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Reschedule:
+    """Send the intent again after `delay_ms`, as attempt number `attempt`.
+
+    `intent` is the checked intent as it travels (with its id fixed, even when the producer
+    gave none), so every later copy is recognised as the same intent.
+    """
+
+    intent: dict[str, Any]
+    attempt: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """The intent went out already (a receipt exists): nothing to do."""
+
+    message_id: str
+
+
+AttemptResult = Sent | DeadLetter | Reschedule | Skipped
+
+
+def _usable_id(raw: Any) -> str | None:
+    """The id of an invalid intent, if it is fit to key its dead letter."""
+    candidate = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(candidate, str) and re.fullmatch(ID_PATTERN, candidate):
+        return candidate
+    return None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Deliverer:
+    def __init__(
+        self,
+        *,
+        sender: Sender,
+        receipts: Receipts,
+        dead_letters: AsyncDeadLetters,
+        limiter: Limiter,
+        max_attempts: int,
+        backoff_min_ms: int,
+        backoff_max_ms: int,
+        default_mobile_app_id: int | None,
+        notify_callback_url: str | None = None,
+        templates: Templates | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._sender = sender
+        self._receipts = receipts
+        self._dead_letters = dead_letters
+        self._limiter = limiter
+        self._max_attempts = max_attempts
+        self._backoff_min_ms = backoff_min_ms
+        self._backoff_max_ms = backoff_max_ms
+        self._default_mobile_app_id = default_mobile_app_id
+        self._notify_callback_url = notify_callback_url
+        self._templates = templates
+        self._clock_ms = clock_ms
+
+    async def attempt(self, raw: Any, attempt: int) -> AttemptResult:
+        """Run attempt number `attempt` (1-based) for the intent `raw` (decoded JSON)."""
+        try:
+            intent = parse_intent(raw)
+        except IntentRefused as exc:
+            return await self._bury(
+                DeadLetter("invalid", None, "invalid intent", str(exc)),
+                intent_id=_usable_id(raw),
+                attempts=attempt - 1,
+                intent=raw,
+            )
+        if intent.id is None:
+            # Raw producers may leave the id out; one is fixed now so retries keep it.
+            intent = intent.with_defaults(now_ms=self._clock_ms())
+        intent_id: str = intent.id  # type: ignore[assignment]
+        wire = intent.to_wire()
+
+        remaining = remaining_expire_time(intent, now_ms=self._clock_ms())
+        if remaining is not None and remaining < 1:
+            return await self._bury(
+                DeadLetter(
+                    "expired",
+                    None,
+                    "expired",
+                    f"expireTime of {intent.expire_time} s passed before it could be sent",
+                ),
+                intent_id=intent_id,
+                attempts=attempt - 1,
+                intent=wire,
+            )
+
+        try:
+            message = render(
+                intent,
+                default_mobile_app_id=self._default_mobile_app_id,
+                now_ms=self._clock_ms(),
+                notify_callback_url=self._notify_callback_url,
+                templates=self._templates,
+            )
+        except IntentRefused as exc:
+            return await self._bury(
+                DeadLetter("invalid", None, "invalid intent", str(exc)),
+                intent_id=intent_id,
+                attempts=attempt - 1,
+                intent=wire,
+            )
+
+        claim = await self._receipts.claim(intent_id)
+        if claim.state is ClaimState.ALREADY_SENT:
+            assert claim.receipt is not None
+            log.info("delivery.skipped", intent_id=intent_id, message_id=claim.receipt.message_id)
+            return Skipped(claim.receipt.message_id)
+        if claim.state is ClaimState.BUSY:
+            log.info("delivery.deferred", intent_id=intent_id, reason="claimed by another worker")
+            # Not a failed attempt: the attempt number stays.
+            return Reschedule(wire, attempt, BUSY_RETRY_DELAY_MS)
+
+        try:
+            await self._limiter.acquire()
+            accepted = await self._sender.send(message, intent.attachment)
+        except CatapushError as exc:
+            await self._receipts.release(intent_id, claim.owner)
+            outcome = decide(exc, attempt=attempt, max_attempts=self._max_attempts)
+            if isinstance(outcome, RetryLater):
+                if outcome.retry_after_s is not None:
+                    await self._limiter.pause_all(outcome.retry_after_s)
+                delay_ms = backoff_delay_ms(
+                    attempt,
+                    self._backoff_min_ms,
+                    self._backoff_max_ms,
+                    retry_after_s=outcome.retry_after_s,
+                )
+                log.warning(
+                    "delivery.failed",
+                    intent_id=intent_id,
+                    attempt=attempt,
+                    status_code=outcome.status_code,
+                    title=outcome.title,
+                    detail=outcome.detail,
+                    retry_in_ms=delay_ms,
+                )
+                return Reschedule(wire, attempt + 1, delay_ms)
+            return await self._bury(outcome, intent_id=intent_id, attempts=attempt, intent=wire)
+        except BaseException:
+            await self._receipts.release(intent_id, claim.owner)
+            raise
+
+        receipt = Receipt(intent_id, accepted.message_id, _iso_now())
+        await self._receipts.record(receipt, claim.owner)
+        log.info(
+            "delivery.sent", intent_id=intent_id, message_id=accepted.message_id, attempt=attempt
+        )
+        return Sent(accepted.message_id)
+
+    async def _bury(
+        self, outcome: DeadLetter, *, intent_id: str | None, attempts: int, intent: Any
+    ) -> DeadLetter:
+        entry = DeadLetterEntry.create(
+            intent_id=intent_id,
+            reason=outcome.reason,
+            status_code=outcome.status_code,
+            title=outcome.title,
+            detail=outcome.detail,
+            attempts=attempts,
+            intent=intent,
+        )
+        await self._dead_letters.add(entry)
+        log.warning(
+            "delivery.dead_lettered",
+            intent_id=entry.id,
+            reason=entry.reason,
+            status_code=entry.status_code,
+            title=entry.title,
+            detail=entry.detail,
+            attempts=attempts,
+        )
+        return outcome

@@ -1,0 +1,74 @@
+"""Every exception the dispatcher raises, in one tree.
+
+    DispatcherError
+    ├── ConfigurationError       a setting is missing or malformed (exit status 2)
+    ├── IntentRefused            an intent can never be sent (`problems`: `<field>: <reason>`)
+    └── CatapushError            talking to Catapush failed
+        ├── CatapushRejected     Catapush answered with an error status (status, title, detail)
+        ├── CatapushUnreachable  no answer: timeout or connection error
+        │   └── CatapushTimeout
+        └── TokenUnavailable     no OAuth token could be obtained
+
+Foreign exceptions (httpx, redis) are translated at the edge with `raise ... from exc`, so
+callers only ever handle this tree.
+"""
+
+from __future__ import annotations
+
+
+class DispatcherError(Exception):
+    """Base of every error the dispatcher raises on purpose."""
+
+
+class ConfigurationError(DispatcherError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class IntentRefused(DispatcherError, ValueError):
+    """An intent that can never be sent; `problems` lists each `<field>: <reason>`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class CatapushError(DispatcherError):
+    """Talking to Catapush failed."""
+
+
+class CatapushRejected(CatapushError):
+    """Catapush answered with an error status.
+
+    `title` is Catapush's stable error name and may be matched on; `detail` is prose.
+    `retry_after_s` is the server's `Retry-After`, when it sent one.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        title: str,
+        detail: str,
+        *,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{status_code} {title}: {detail}" if detail else f"{status_code} {title}")
+        self.status_code = status_code
+        self.title = title
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
+class CatapushUnreachable(CatapushError):
+    """No answer from Catapush: the connection failed or broke."""
+
+
+class CatapushTimeout(CatapushUnreachable):
+    """Catapush did not answer within the configured timeout."""
+
+
+class TokenUnavailable(CatapushError):
+    """No OAuth token could be obtained (credentials refused or the token endpoint failed)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent

@@ -1,0 +1,47 @@
+"""Names of every Redis key the dispatcher owns, all under `DISPATCHER_NAMESPACE`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    namespace: str
+
+    @property
+    def token(self) -> str:
+        return f"{self.namespace}:token"
+
+    @property
+    def token_lock(self) -> str:
+        return f"{self.namespace}:token.lock"
+
+    def receipt(self, intent_id: str) -> str:
+        return f"{self.namespace}:receipt:{intent_id}"
+
+    def claim(self, intent_id: str) -> str:
+        return f"{self.namespace}:claim:{intent_id}"
+
+    @property
+    def dead_letters(self) -> str:
+        """Hash of dead letter id -> entry (JSON)."""
+        return f"{self.namespace}:deadletters"
+
+    @property
+    def dead_letter_index(self) -> str:
+        """Sorted set of dead letter ids by the time they died."""
+        return f"{self.namespace}:deadletters.index"
+
+    @property
+    def rate_limit(self) -> str:
+        return f"{self.namespace}:ratelimit"
+
+    @property
+    def pause(self) -> str:
+        """Set while Catapush asked every worker to hold off (`Retry-After`)."""
+        return f"{self.namespace}:pause"
+
+    def queue(self, queue_name: str) -> str:
+        """dramatiq's list of message ids for a queue (its messages live in `<queue>.msgs`)."""
+        return f"{self.namespace}:{queue_name}"

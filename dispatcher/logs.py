@@ -1,0 +1,76 @@
+"""Structured logging: JSON lines by default, a readable console format for humans.
+
+Events are dotted past-tense names (`delivery.sent`, `token.refreshed`) with key-value
+context. Values under keys that name a secret are masked before rendering, so a token or a
+client secret cannot reach the logs even by mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal
+
+import orjson
+import structlog
+
+SECRET_KEY_PARTS = ("secret", "token", "password", "authorization")
+MASK = "***"
+
+
+def mask_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in event_dict:
+        if any(part in key.lower() for part in SECRET_KEY_PARTS):
+            event_dict[key] = MASK
+    return event_dict
+
+
+def _orjson_dumps(value: Any, **_kwargs: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def configure_logging(log_format: Literal["json", "console"], level: int = logging.INFO) -> None:
+    """Route structlog and the standard library (dramatiq logs there) to stderr."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        mask_secrets,
+    ]
+    renderer: Any
+    if log_format == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # dramatiq narrates every message at INFO; its warnings and errors are what ops need.
+    logging.getLogger("dramatiq").setLevel(max(level, logging.WARNING))
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,124 @@
+"""Exactly-once sending: a receipt per intent id, and a claim while one worker sends it.
+
+A receipt (Catapush `messageId`, time) is written when Catapush accepts an intent; any later
+copy of that intent (a redelivery, a retry, a replay) finds it and is not sent again. The
+claim, held only while sending, keeps two workers from sending the same intent at once; it
+expires so that a worker killed mid-send cannot block the intent for ever.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from dispatcher.keys import Keys
+
+DEFAULT_RECEIPT_TTL_S = 30 * 24 * 3600
+
+# KEYS: receipt, claim. ARGV: owner, claim ttl ms.
+# Returns the receipt if there is one, else 1 if the claim was taken, else 0 (busy).
+_CLAIM = """
+local receipt = redis.call('get', KEYS[1])
+if receipt then return receipt end
+if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+# KEYS: receipt, claim. ARGV: receipt json, receipt ttl s, owner.
+_RECORD = """
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
+return 1
+"""
+
+# KEYS: claim. ARGV: owner.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    intent_id: str
+    message_id: str
+    sent_at: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"intent_id": self.intent_id, "message_id": self.message_id, "sent_at": self.sent_at}
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Receipt:
+        data: Any = orjson.loads(raw)
+        return cls(str(data["intent_id"]), str(data["message_id"]), str(data["sent_at"]))
+
+
+class ClaimState(Enum):
+    CLAIMED = "claimed"
+    ALREADY_SENT = "already_sent"
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    state: ClaimState
+    owner: str
+    receipt: Receipt | None = None
+
+
+class Receipts:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        claim_ttl_ms: int,
+        receipt_ttl_s: int = DEFAULT_RECEIPT_TTL_S,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._claim_ttl_ms = claim_ttl_ms
+        self._receipt_ttl_s = receipt_ttl_s
+        self._claim = redis.register_script(_CLAIM)
+        self._record = redis.register_script(_RECORD)
+        self._release = redis.register_script(_RELEASE)
+
+    async def claim(self, intent_id: str) -> Claim:
+        """One round trip: the receipt if the intent went out already, else try to claim it."""
+        owner = secrets.token_hex(8)
+        answer = await self._claim(
+            keys=[self._keys.receipt(intent_id), self._keys.claim(intent_id)],
+            args=[owner, self._claim_ttl_ms],
+        )
+        if isinstance(answer, bytes | str):
+            return Claim(ClaimState.ALREADY_SENT, owner, Receipt.from_json(answer))
+        return Claim(ClaimState.CLAIMED if answer == 1 else ClaimState.BUSY, owner)
+
+    async def record(self, receipt: Receipt, owner: str) -> None:
+        """Store the receipt and release the claim in one step."""
+        await self._record(
+            keys=[self._keys.receipt(receipt.intent_id), self._keys.claim(receipt.intent_id)],
+            args=[receipt.to_json(), self._receipt_ttl_s, owner],
+        )
+
+    async def release(self, intent_id: str, owner: str) -> None:
+        await self._release(keys=[self._keys.claim(intent_id)], args=[owner])
+
+
+class ReceiptReader:
+    """Synchronous reads for the CLI and tests."""
+
+    def __init__(self, redis: Any, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    def get(self, intent_id: str) -> Receipt | None:
+        raw = self._redis.get(self._keys.receipt(intent_id))
+        return None if raw is None else Receipt.from_json(raw)

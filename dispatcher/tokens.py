@@ -1,0 +1,213 @@
+"""One Catapush access token for every worker process and thread, cached in Redis.
+
+Catapush returns no `expires_in`, so a token is used until Catapush answers `401`. Then the
+token that failed is dropped only if it is still the cached one (compare and delete: a
+slower worker must not drop the fresh token another worker just fetched), one caller fetches
+a new token (single flight, under a lock that expires so a crashed holder cannot block the
+fleet), and the request is retried once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from typing import Any
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from dispatcher.errors import TokenUnavailable
+from dispatcher.keys import Keys
+from dispatcher.logs import get_logger
+
+DEFAULT_LOCK_TTL_MS = 15_000
+DEFAULT_WAIT_DEADLINE_S = 20.0
+DEFAULT_POLL_INTERVAL_S = 0.02
+
+log = get_logger(__name__)
+
+# Deletes KEYS[1] only if it still holds ARGV[1].
+_COMPARE_AND_DELETE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+TokenFetcher = Callable[[], Awaitable[str]]
+
+
+class OAuthTokenSource:
+    """Fetches a temporary token with the client-credentials grant."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+        user_agent: str = "catapush-dispatcher",
+    ) -> None:
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            timeout=timeout_s,
+            transport=transport,
+            headers={"User-Agent": user_agent, "Accept": "application/json"},
+            trust_env=False,
+        )
+
+    async def __call__(self) -> str:
+        try:
+            response = await self._http.post(
+                "auth/oauth",
+                params={
+                    "client_id": self._client_id,
+                    "client_secret": self._client_secret,
+                    "grant_type": "client_credentials",
+                },
+            )
+        except httpx.HTTPError as exc:
+            raise TokenUnavailable(f"token endpoint unreachable: {exc!r}") from exc
+        try:
+            body: Any = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = {}
+        if response.status_code == 200 and isinstance(body, dict) and body.get("access_token"):
+            return str(body["access_token"])
+        error = body.get("error") if isinstance(body, dict) else None
+        # 400 means the credentials or the request are wrong: retrying cannot help.
+        permanent = response.status_code == 400
+        raise TokenUnavailable(
+            f"token endpoint answered {response.status_code} {error or response.reason_phrase}",
+            permanent=permanent,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class SharedTokenCache:
+    """The token in Redis, memoised in this process until a `401` proves it stale."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        fetch: TokenFetcher,
+        *,
+        lock_ttl_ms: int = DEFAULT_LOCK_TTL_MS,
+        wait_deadline_s: float = DEFAULT_WAIT_DEADLINE_S,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._fetch = fetch
+        self._lock_ttl_ms = lock_ttl_ms
+        self._wait_deadline_s = wait_deadline_s
+        self._poll_interval_s = poll_interval_s
+        self._memo: str | None = None
+        self._local = asyncio.Lock()
+        self._compare_and_delete = redis.register_script(_COMPARE_AND_DELETE)
+
+    async def get(self) -> str:
+        memo = self._memo
+        if memo is not None:
+            return memo
+        # One coroutine per process goes to Redis; the others wait for its answer.
+        async with self._local:
+            if self._memo is None:
+                self._memo = await self._shared_token()
+            return self._memo
+
+    async def invalidate(self, token: str) -> None:
+        """Forget `token` here and in Redis, unless Redis already holds a newer one."""
+        if self._memo == token:
+            self._memo = None
+        try:
+            dropped = await self._compare_and_delete(keys=[self._keys.token], args=[token])
+        except RedisError as exc:
+            raise TokenUnavailable(f"token cache unreachable: {exc!r}") from exc
+        if dropped:
+            log.info("token.invalidated")
+
+    async def _shared_token(self) -> str:
+        deadline = time.monotonic() + self._wait_deadline_s
+        try:
+            while True:
+                cached = await self._redis.get(self._keys.token)
+                if cached is not None:
+                    return _text(cached)
+                owner = secrets.token_hex(8)
+                if await self._redis.set(
+                    self._keys.token_lock, owner, nx=True, px=self._lock_ttl_ms
+                ):
+                    try:
+                        return await self._refresh()
+                    finally:
+                        await self._compare_and_delete(keys=[self._keys.token_lock], args=[owner])
+                if time.monotonic() >= deadline:
+                    raise TokenUnavailable(
+                        f"no token appeared within {self._wait_deadline_s:.0f} s while another "
+                        "worker was fetching one"
+                    )
+                await asyncio.sleep(self._poll_interval_s)
+        except RedisError as exc:
+            raise TokenUnavailable(f"token cache unreachable: {exc!r}") from exc
+
+    async def _refresh(self) -> str:
+        started = time.monotonic()
+        token = await self._fetch()
+        await self._redis.set(self._keys.token, token)
+        log.info("token.refreshed", elapsed_ms=round((time.monotonic() - started) * 1000, 1))
+        return token
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bearer(request: httpx.Request, token: str) -> None:
+    request.headers["Authorization"] = f"Bearer {token}"
+
+
+class SharedTokenAuth(httpx.Auth):
+    """`httpx.Auth` over the shared cache: on `401`, refresh once and resend once."""
+
+    def __init__(self, cache: SharedTokenCache) -> None:
+        self._cache = cache
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        raise RuntimeError("SharedTokenAuth works with httpx.AsyncClient only")
+        yield request  # pragma: no cover
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = await self._cache.get()
+        _bearer(request, token)
+        response = yield request
+        if response.status_code != 401:
+            return
+        log.info("token.rejected", status_code=401)
+        await self._cache.invalidate(token)
+        _bearer(request, await self._cache.get())
+        yield request
+
+
+class PermanentTokenAuth(httpx.Auth):
+    """A permanent token from the Catapush panel: no OAuth, nothing to refresh."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = self._header
+        yield request
