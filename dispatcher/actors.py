@@ -59,7 +59,9 @@ class WorkerResources:
         if settings.catapush_access_token is not None:
             auth = PermanentTokenAuth(settings.catapush_access_token.get_secret_value())
         else:
-            assert settings.catapush_client_id and settings.catapush_client_secret
+            # require_credentials() ran at start-up, so both are set here.
+            assert settings.catapush_client_id is not None
+            assert settings.catapush_client_secret is not None
             source = OAuthTokenSource(
                 settings.catapush_url,
                 settings.catapush_client_id,

@@ -69,9 +69,7 @@ def _root(
 
 def _json_lines(source: str) -> Iterator[tuple[int, str]]:
     if source == "-":
-        stream = sys.stdin
-        for number, line in enumerate(stream, start=1):
-            yield number, line
+        yield from enumerate(sys.stdin, start=1)
         return
     path = Path(source)
     try:
@@ -87,7 +85,9 @@ def _json_lines(source: str) -> Iterator[tuple[int, str]]:
 
 @app.command()
 def enqueue(
-    source: Annotated[str, typer.Argument(help="A file of JSON lines, one intent each, or - for stdin.")],
+    source: Annotated[
+        str, typer.Argument(help="A file of JSON lines, one intent each, or - for stdin.")
+    ],
 ) -> None:
     """Validate intents and put them on the queue; prints each accepted id.
 

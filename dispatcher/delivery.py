@@ -202,7 +202,7 @@ class Deliverer:
             await self._receipts.release(intent_id, claim.owner)
             raise
 
-        receipt = Receipt(intent_id, accepted.message_id, _iso_now())
+        receipt = Receipt(intent_id, accepted.message_id, _iso_now(), attempt)
         await self._receipts.record(receipt, claim.owner)
         log.info(
             "delivery.sent", intent_id=intent_id, message_id=accepted.message_id, attempt=attempt

@@ -9,7 +9,7 @@ expires so that a worker killed mid-send cannot block the intent for ever.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
@@ -48,16 +48,20 @@ class Receipt:
     intent_id: str
     message_id: str
     sent_at: str
+    attempts: int
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {"intent_id": self.intent_id, "message_id": self.message_id, "sent_at": self.sent_at}
-        )
+        return orjson.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Receipt:
         data: Any = orjson.loads(raw)
-        return cls(str(data["intent_id"]), str(data["message_id"]), str(data["sent_at"]))
+        return cls(
+            str(data["intent_id"]),
+            str(data["message_id"]),
+            str(data["sent_at"]),
+            int(data.get("attempts", 1)),
+        )
 
 
 class ClaimState(Enum):

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     def _backoff_bounds_are_ordered(self) -> Self:
         if self.backoff_max_ms < self.backoff_min_ms:
             raise ValueError(
-                f"backoff_max_ms: must be at least DISPATCHER_BACKOFF_MIN_MS ({self.backoff_min_ms})"
+                "backoff_max_ms: must be at least "
+                f"{ENV_PREFIX}BACKOFF_MIN_MS ({self.backoff_min_ms})"
             )
         return self
 
@@ -79,8 +80,9 @@ class Settings(BaseSettings):
             return
         if not self.catapush_client_id:
             raise ConfigurationError(
-                f"{ENV_PREFIX}CATAPUSH_CLIENT_ID: required (with {ENV_PREFIX}CATAPUSH_CLIENT_SECRET)"
-                f" unless {ENV_PREFIX}CATAPUSH_ACCESS_TOKEN is set"
+                f"{ENV_PREFIX}CATAPUSH_CLIENT_ID: required (with "
+                f"{ENV_PREFIX}CATAPUSH_CLIENT_SECRET) unless "
+                f"{ENV_PREFIX}CATAPUSH_ACCESS_TOKEN is set"
             )
         if self.catapush_client_secret is None:
             raise ConfigurationError(

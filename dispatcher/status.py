@@ -21,6 +21,7 @@ def intent_status(client: redis.Redis, settings: Settings, intent_id: str) -> di
             "state": "sent",
             "message_id": receipt.message_id,
             "sent_at": receipt.sent_at,
+            "attempts": receipt.attempts,
         }
     entry = DeadLetters(client, keys).get(intent_id)
     if entry is not None:

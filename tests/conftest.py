@@ -1,0 +1,158 @@
+"""Fixtures shared by the suite: a private redis-server, the sandbox, worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from dispatcher.localredis import LocalRedis
+from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.settings import Settings
+
+MOBILE_APP_ID = 4242
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalRedis]:
+    with LocalRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_process() -> Iterator[SandboxProcess]:
+    with SandboxProcess() as process:
+        yield process
+
+
+@pytest.fixture
+def sandbox(sandbox_process: SandboxProcess) -> Iterator[SandboxProcess]:
+    """The shared sandbox, with faults, latency, tokens and its log reset for each test."""
+    sandbox_process.admin.reset()
+    yield sandbox_process
+    sandbox_process.admin.reset()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace of its own per test, so tests share one Redis without seeing each other."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings_env(
+    redis_server: LocalRedis, sandbox: SandboxProcess, namespace: str
+) -> dict[str, str]:
+    return {
+        "DISPATCHER_REDIS_URL": redis_server.url,
+        "DISPATCHER_NAMESPACE": namespace,
+        "DISPATCHER_CATAPUSH_BASE_URL": sandbox.base_url,
+        "DISPATCHER_CATAPUSH_CLIENT_ID": DEFAULT_CLIENT_ID,
+        "DISPATCHER_CATAPUSH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+        "DISPATCHER_CATAPUSH_MOBILE_APP_ID": str(MOBILE_APP_ID),
+        "DISPATCHER_LOG_FORMAT": "json",
+        "DISPATCHER_BACKOFF_MIN_MS": "50",
+        "DISPATCHER_BACKOFF_MAX_MS": "500",
+        "DISPATCHER_HTTP_TIMEOUT_S": "5",
+    }
+
+
+@pytest.fixture
+def settings(
+    settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    fields = {key.removeprefix("DISPATCHER_").lower(): value for key, value in settings_env.items()}
+    return Settings(**fields)  # type: ignore[arg-type]
+
+
+class WorkerProcess:
+    """`dispatcher worker` in a subprocess, its JSON log kept in a file for assertions."""
+
+    def __init__(self, env: dict[str, str], *, processes: int = 1, threads: int = 8) -> None:
+        self._log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dispatcher", "worker", "--processes", str(processes),
+             "--threads", str(threads)],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def events(self) -> list[dict[str, Any]]:
+        import orjson
+
+        events = []
+        for line in Path(self._log.name).read_bytes().splitlines():
+            try:
+                events.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                events.append({"event": "raw", "text": line.decode(errors="replace")})
+        return events
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a node failure would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        os.unlink(self._log.name)
+
+
+@pytest.fixture
+def start_worker(settings_env: dict[str, str]) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(processes: int = 1, threads: int = 8, **extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess({**settings_env, **extra_env}, processes=processes, threads=threads)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.close()

@@ -1,0 +1,132 @@
+"""End to end: intents on a real Redis, worker processes, the sandbox Catapush API."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+
+from dispatcher.keys import Keys
+from dispatcher.producer import Producer
+from dispatcher.receipts import ReceiptReader
+from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.settings import Settings
+from tests.conftest import MOBILE_APP_ID, wait_until
+
+
+def accepted_refs(sandbox: SandboxProcess) -> Counter[str]:
+    return Counter(
+        entry["messageRef"]
+        for entry in sandbox.admin.requests(kind="messages")
+        if entry["status"] == 201
+    )
+
+
+def enqueue_many(settings: Settings, count: int, prefix: str = "intent") -> list[str]:
+    producer = Producer.from_settings(settings)
+    try:
+        return [
+            producer.enqueue(
+                {"id": f"{prefix}-{n:05d}", "recipients": [f"user{n}"], "text": f"hello {n}"}
+            )
+            for n in range(count)
+        ]
+    finally:
+        producer.close()
+
+
+def all_sent(client: redis.Redis, settings: Settings, ids: list[str]) -> bool:
+    reader = ReceiptReader(client, Keys(settings.namespace))
+    return all(reader.get(intent_id) is not None for intent_id in ids)
+
+
+def delivery_events(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [event for event in events if event.get("event") == name]
+
+
+def test_two_hundred_intents_through_two_processes_are_each_accepted_once(
+    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+) -> None:
+    """200 intents with distinct ids through 2 worker processes reach Catapush exactly once each."""
+    ids = enqueue_many(settings, 200)
+    worker = start_worker(processes=2, threads=8)
+    wait_until(lambda: all_sent(redis_client, settings, ids), timeout=60, what="200 receipts")
+    worker.stop()
+
+    refs = accepted_refs(sandbox)
+    assert set(refs) == set(ids)
+    assert max(refs.values()) == 1
+    bodies = [entry["body"] for entry in sandbox.admin.requests(kind="messages")]
+    assert {body["mobileAppId"] for body in bodies} == {MOBILE_APP_ID}
+    assert not delivery_events(worker.events(), "delivery.failed")
+
+
+def test_three_cold_workers_share_one_oauth_token(
+    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+) -> None:
+    """Three worker processes starting together on an empty token cache make one OAuth request."""
+    ids = enqueue_many(settings, 150)
+    workers = [start_worker(processes=1, threads=16) for _ in range(3)]
+    wait_until(lambda: all_sent(redis_client, settings, ids), timeout=60, what="150 receipts")
+    for worker in workers:
+        worker.stop()
+
+    assert sandbox.admin.stats()["oauth_requests"] == 1
+    # Every process did send, so each of them needed the token.
+    senders = [bool(delivery_events(worker.events(), "delivery.sent")) for worker in workers]
+    assert all(senders), senders
+    assert sum(accepted_refs(sandbox).values()) == 150
+
+
+def test_tokens_expiring_every_three_seconds_cost_one_oauth_call_per_expiry(
+    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+) -> None:
+    """With 3 s tokens over a slow run, every intent goes out once, with no failed attempt."""
+    sandbox.admin.set_token_ttl(3)
+    sandbox.admin.set_latency(200)
+    ids = enqueue_many(settings, 200)
+    # 2 processes x 2 threads at 200 ms a send: about 10 s for 200 intents.
+    worker = start_worker(processes=2, threads=2)
+    wait_until(lambda: all_sent(redis_client, settings, ids), timeout=60, what="200 receipts")
+    worker.stop()
+
+    refs = accepted_refs(sandbox)
+    assert set(refs) == set(ids)
+    assert max(refs.values()) == 1
+    events = worker.events()
+    assert not delivery_events(events, "delivery.failed")
+    assert {event["attempt"] for event in delivery_events(events, "delivery.sent")} == {1}
+
+    oauth = sorted(entry["ts"] for entry in sandbox.admin.requests(kind="oauth"))
+    sends = sorted(entry["ts"] for entry in sandbox.admin.requests(kind="messages"))
+    duration = sends[-1] - sends[0]
+    assert duration > 6, f"the run was meant to be slow, it took {duration:.1f} s"
+    # A token lives 3 s, so two OAuth calls less than 3 s apart would mean two calls for one
+    # expiry.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(oauth)]
+    assert gaps, "the tokens never expired during the run"
+    assert min(gaps) >= 2.9, gaps
+    assert len(oauth) <= duration / 3 + 2
+    assert any(entry["status"] == 401 for entry in sandbox.admin.requests(kind="messages"))
+
+
+@pytest.mark.parametrize("text_length", [32768])
+def test_a_text_at_the_limit_is_delivered(
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    text_length: int,
+) -> None:
+    """A text of exactly 32,768 characters passes intake, the worker and Catapush's check."""
+    producer = Producer.from_settings(settings)
+    intent_id = producer.enqueue(
+        {"id": "long-text", "recipients": ["alice"], "text": "x" * text_length}
+    )
+    producer.close()
+    start_worker()
+    wait_until(lambda: all_sent(redis_client, settings, [intent_id]), timeout=30, what="receipt")
+    assert accepted_refs(sandbox) == Counter({"long-text": 1})
