@@ -56,7 +56,10 @@ class WorkerResources:
         keys = Keys(settings.namespace)
         redis = aioredis.Redis.from_url(settings.redis_url)
         auth: httpx.Auth
-        if settings.catapush_access_token is not None:
+        if (
+            settings.catapush_access_token is not None
+            and settings.catapush_access_token.get_secret_value()
+        ):
             auth = PermanentTokenAuth(settings.catapush_access_token.get_secret_value())
         else:
             # require_credentials() ran at start-up, so both are set here.

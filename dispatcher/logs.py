@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
 
 import orjson
@@ -19,12 +19,22 @@ SECRET_KEY_PARTS = ("secret", "token", "password", "authorization")
 MASK = "***"
 
 
+def _masked(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: MASK if _names_secret(key) else _masked(inner) for key, inner in value.items()}
+    return value
+
+
+def _names_secret(key: Any) -> bool:
+    return isinstance(key, str) and any(part in key.lower() for part in SECRET_KEY_PARTS)
+
+
 def mask_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for key in event_dict:
-        if any(part in key.lower() for part in SECRET_KEY_PARTS):
-            event_dict[key] = MASK
+    """Mask values under secret-sounding keys, at any depth of nested mappings."""
+    for key, value in event_dict.items():
+        event_dict[key] = MASK if _names_secret(key) else _masked(value)
     return event_dict
 
 

@@ -30,6 +30,10 @@ DEFAULT_SHUTDOWN_GRACE_S = 30.0
 KeyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
+def _is_set(secret: SecretStr | None) -> bool:
+    return secret is not None and bool(secret.get_secret_value())
+
+
 class Settings(BaseSettings):
     """Every `DISPATCHER_*` variable of the contract, validated."""
 
@@ -49,17 +53,17 @@ class Settings(BaseSettings):
     catapush_client_secret: SecretStr | None = None
     catapush_access_token: SecretStr | None = None
     catapush_mobile_app_id: int | None = None
-    rate_limit: Annotated[float, Field(gt=0)] = DEFAULT_RATE_LIMIT
+    rate_limit: Annotated[float, Field(gt=0, allow_inf_nan=False)] = DEFAULT_RATE_LIMIT
     rate_burst: Annotated[int, Field(ge=1)] = DEFAULT_RATE_BURST
     max_attempts: Annotated[int, Field(ge=1)] = DEFAULT_MAX_ATTEMPTS
-    backoff_min_ms: Annotated[int, Field(ge=0)] = DEFAULT_BACKOFF_MIN_MS
-    backoff_max_ms: Annotated[int, Field(ge=0)] = DEFAULT_BACKOFF_MAX_MS
-    http_timeout_s: Annotated[float, Field(gt=0)] = DEFAULT_HTTP_TIMEOUT_S
+    backoff_min_ms: Annotated[int, Field(ge=1)] = DEFAULT_BACKOFF_MIN_MS
+    backoff_max_ms: Annotated[int, Field(ge=1)] = DEFAULT_BACKOFF_MAX_MS
+    http_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = DEFAULT_HTTP_TIMEOUT_S
     templates_dir: Path | None = None
     callback_url: HttpUrl | None = None
     callback_secret: SecretStr | None = None
     log_format: Literal["json", "console"] = "json"
-    shutdown_grace_s: Annotated[float, Field(gt=0)] = DEFAULT_SHUTDOWN_GRACE_S
+    shutdown_grace_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = DEFAULT_SHUTDOWN_GRACE_S
 
     @model_validator(mode="after")
     def _backoff_bounds_are_ordered(self) -> Self:
@@ -76,7 +80,7 @@ class Settings(BaseSettings):
 
     def require_credentials(self) -> None:
         """Fail fast, before a worker starts, when no way to authenticate is configured."""
-        if self.catapush_access_token is not None:
+        if _is_set(self.catapush_access_token):
             return
         if not self.catapush_client_id:
             raise ConfigurationError(
@@ -84,13 +88,21 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}CATAPUSH_CLIENT_SECRET) unless "
                 f"{ENV_PREFIX}CATAPUSH_ACCESS_TOKEN is set"
             )
-        if self.catapush_client_secret is None:
+        if not _is_set(self.catapush_client_secret):
             raise ConfigurationError(
                 f"{ENV_PREFIX}CATAPUSH_CLIENT_SECRET: required with {ENV_PREFIX}CATAPUSH_CLIENT_ID"
             )
 
 
-_SECRET_FIELDS = {"catapush_client_secret", "catapush_access_token", "callback_secret"}
+# Values never echoed in an error: secrets, and URLs, which may carry a password.
+_UNSHOWN_FIELDS = {
+    "catapush_client_secret",
+    "catapush_access_token",
+    "callback_secret",
+    "redis_url",
+    "callback_url",
+    "catapush_base_url",
+}
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -104,7 +116,7 @@ def load_settings(**overrides: object) -> Settings:
         if location:
             field, reason = str(location[0]), message
             value = error.get("input")
-            if field not in _SECRET_FIELDS and isinstance(value, str):
+            if field not in _UNSHOWN_FIELDS and isinstance(value, str):
                 reason = f"{reason} (got {value!r})"
         else:
             # Checks across fields name their field at the start of the message.

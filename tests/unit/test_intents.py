@@ -27,7 +27,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9_-]{5,50}$")
 PRINTABLE_NO_SPACE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
-# -- helpers -----------------------------------------------------------------------------------
+# -- helpers -------------------------------------------------------------------------------------
 
 
 def message(**fields: Any) -> dict[str, Any]:
@@ -166,9 +166,9 @@ def test_message_refuses_extra_fields(where: dict[str, Any]) -> None:
 
 def test_message_accepts_snake_case_names_too() -> None:
     """Python callers may populate by field name; the wire form is still camelCase."""
-    built = CatapushMessage(
-        mobile_app_id=1, text="t", recipients=[{"identifier": "a"}], expire_time=5
-    )  # type: ignore[list-item]
+    built = CatapushMessage.model_validate(
+        {"mobile_app_id": 1, "text": "t", "recipients": [{"identifier": "a"}], "expire_time": 5}
+    )
     assert built.to_wire() == {
         "mobileAppId": 1,
         "text": "t",
@@ -215,7 +215,7 @@ def test_full_message_round_trips_through_wire() -> None:
     assert CatapushMessage.model_validate(body).to_wire() == body
 
 
-# -- CatapushMessage: lengths and ranges ----------------------------------------------------------
+# -- CatapushMessage: lengths and ranges ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -367,7 +367,7 @@ def test_ios_custom_data_must_be_an_object() -> None:
     )
 
 
-# -- identifiers (property) ------------------------------------------------------------------------
+# -- identifiers (property) ----------------------------------------------------------------------
 
 
 @FAST
@@ -406,7 +406,7 @@ def test_identifier_refuses_empty_non_ascii_and_control(identifier: str) -> None
     )
 
 
-# -- "safe" charset --------------------------------------------------------------------------------
+# -- "safe" charset ------------------------------------------------------------------------------
 
 SAFE_FIELDS = [
     ("text", lambda v: message(text=v)),
@@ -465,7 +465,7 @@ def test_length_is_reported_before_charset() -> None:
     assert problems == ["text: String should have at most 32768 characters"]
 
 
-# -- GSM 03.38 fallback text -----------------------------------------------------------------------
+# -- GSM 03.38 fallback text ---------------------------------------------------------------------
 
 
 def fallback_problems(text: str) -> list[str]:
@@ -519,7 +519,7 @@ def test_empty_fallback_text_is_allowed() -> None:
     assert fallback_problems("") == []
 
 
-# -- the Intent model ------------------------------------------------------------------------------
+# -- the Intent model ----------------------------------------------------------------------------
 
 
 def test_string_recipients_are_shorthand_for_identifier_objects() -> None:
@@ -714,7 +714,7 @@ def test_intent_boundaries_are_accepted() -> None:
     )
 
 
-# -- attachment --------------------------------------------------------------------------------------
+# -- attachment ----------------------------------------------------------------------------------
 
 
 def attachment(**fields: Any) -> dict[str, Any]:
@@ -779,7 +779,7 @@ def test_attachment_fields_are_required(missing: str) -> None:
     assert refused_on(intent_problems(intent(attachment=data)), f"attachment.{missing}")
 
 
-# -- field_errors and parse_intent -------------------------------------------------------------------
+# -- field_errors and parse_intent ---------------------------------------------------------------
 
 
 def test_field_errors_use_dotted_camel_case_paths() -> None:
@@ -851,7 +851,7 @@ def test_parse_intent_returns_intent_or_raises_with_field_errors() -> None:
     assert str(caught.value) == "; ".join(caught.value.problems)
 
 
-# -- with_defaults -----------------------------------------------------------------------------------
+# -- with_defaults -------------------------------------------------------------------------------
 
 
 def test_with_defaults_generates_a_valid_id_and_creation_time() -> None:
@@ -887,7 +887,7 @@ def test_with_defaults_id_always_matches_pattern(now_ms: int) -> None:
     assert filled.created_at == now_ms
 
 
-# -- round trip (property) ---------------------------------------------------------------------------
+# -- round trip (property) -----------------------------------------------------------------------
 
 safe_text = st.text(
     alphabet=st.one_of(

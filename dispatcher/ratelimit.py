@@ -1,0 +1,169 @@
+"""One rate limit for every worker process and thread, kept in Redis (GCRA).
+
+The generic cell rate algorithm keeps one number per limit: the theoretical arrival time
+(TAT) of the next request. A request may go when TAT is no further ahead of now than the
+burst allows; each request moves TAT on by one emission interval (1/rate). A Lua script
+does this atomically and hands out up to N slots in one round trip, so a process claims
+slots for all its waiting sends at once.
+
+`pause_all` implements `Retry-After`: it sets a pause key that the same script honours
+first, so every worker holds off, not only the one that was told to.
+
+Waiting for a slot is not a failed attempt: callers wait here, and only a wait longer than
+`max_wait_s` is reported (`SlotUnavailable`) so the caller can reschedule the intent
+without spending one of its attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from dispatcher.errors import DispatcherError
+from dispatcher.keys import Keys
+from dispatcher.logs import get_logger
+
+DEFAULT_MAX_WAIT_S = 30.0
+
+log = get_logger(__name__)
+
+# KEYS: tat, pause. ARGV: interval ms, burst tolerance ms, slots wanted.
+# Returns {granted, wait_ms}: slots granted now, and when asking again makes sense.
+_ACQUIRE = """
+local paused = redis.call('pttl', KEYS[2])
+if paused > 0 then return {0, paused} end
+local clock = redis.call('time')
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
+local tat = tonumber(redis.call('get', KEYS[1]) or '0')
+if tat < now then tat = now end
+local granted = 0
+while granted < wanted and tat - now <= tolerance do
+    tat = tat + interval
+    granted = granted + 1
+end
+if granted > 0 then
+    redis.call('set', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now + 1000))
+end
+local wait = tat - now - tolerance
+if wait < 0 then wait = 0 end
+return {granted, math.ceil(wait)}
+"""
+
+# KEYS: pause, tat. ARGV: pause ms. Extends, never shortens, a pause already set.
+_PAUSE = """
+local ms = tonumber(ARGV[1])
+if redis.call('pttl', KEYS[1]) < ms then
+    redis.call('set', KEYS[1], '1', 'PX', ms)
+    return 1
+end
+return 0
+"""
+
+
+class SlotUnavailable(DispatcherError):
+    """No slot within the longest wait allowed; ask again in `retry_in_s`."""
+
+    def __init__(self, retry_in_s: float) -> None:
+        super().__init__(f"no rate-limit slot for {retry_in_s:.1f} s")
+        self.retry_in_s = retry_in_s
+
+
+def burst_tolerance_ms(rate_per_s: float, burst: int) -> float:
+    """How far ahead of now TAT may run: `burst` requests at once after an idle spell."""
+    return (burst - 1) * 1000.0 / rate_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    future: asyncio.Future[None]
+    deadline: float
+
+
+class SharedRateLimiter:
+    """Per process: waiting sends queue up here, and one of them at a time asks Redis."""
+
+    def __init__(
+        self,
+        redis: Any,
+        keys: Keys,
+        *,
+        rate_per_s: float,
+        burst: int,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._interval_ms = 1000.0 / rate_per_s
+        self._tolerance_ms = burst_tolerance_ms(rate_per_s, burst)
+        self._max_wait_s = max_wait_s
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._pause = redis.register_script(_PAUSE)
+        self._waiters: deque[_Waiter] = deque()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def acquire(self) -> None:
+        """Return when this send may go; raise `SlotUnavailable` past the longest wait."""
+        waiter = _Waiter(
+            asyncio.get_running_loop().create_future(), time.monotonic() + self._max_wait_s
+        )
+        self._waiters.append(waiter)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._grant_slots())
+        await waiter.future
+
+    async def pause_all(self, seconds: float) -> None:
+        """Hold every worker off for `seconds` (a server's `Retry-After`)."""
+        milliseconds = max(1, int(seconds * 1000))
+        try:
+            if await self._pause(keys=[self._keys.pause], args=[milliseconds]):
+                log.warning("ratelimit.paused", seconds=seconds)
+        except RedisError as exc:
+            log.warning("ratelimit.pause_failed", error=repr(exc))
+
+    async def _grant_slots(self) -> None:
+        # One pump per process: it claims slots for every waiter in one script call, then
+        # sleeps until the next slot can be had.
+        while self._waiters:
+            wanted = len(self._waiters)
+            try:
+                granted, wait_ms = await self._acquire(
+                    keys=[self._keys.rate_limit, self._keys.pause],
+                    args=[self._interval_ms, self._tolerance_ms, wanted],
+                )
+            except RedisError as exc:
+                for waiter in self._waiters:
+                    if not waiter.future.done():
+                        waiter.future.set_exception(exc)
+                self._waiters.clear()
+                return
+            for _ in range(int(granted)):
+                waiter = self._waiters.popleft()
+                if not waiter.future.done():
+                    waiter.future.set_result(None)
+            if not self._waiters:
+                return
+            wait_s = max(int(wait_ms), 1) / 1000
+            self._expire_waiters(wait_s)
+            # A little jitter so processes that woke together do not collide every time.
+            await asyncio.sleep(wait_s + random.uniform(0, self._interval_ms / 4000))
+
+    def _expire_waiters(self, wait_s: float) -> None:
+        now = time.monotonic()
+        kept: deque[_Waiter] = deque()
+        for waiter in self._waiters:
+            if waiter.future.done():  # cancelled while waiting
+                continue
+            if now + wait_s > waiter.deadline:
+                waiter.future.set_exception(SlotUnavailable(wait_s))
+            else:
+                kept.append(waiter)
+        self._waiters = kept
