@@ -8,19 +8,24 @@ retry machinery (which dead-letters into a set that expires) is not involved.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import dramatiq
 import httpx
+import orjson
 import redis.asyncio as aioredis
 from dramatiq.asyncio import get_event_loop_thread
 
-from dispatcher.broker import DELIVER_ACTOR
+from dispatcher.backoff import backoff_delay_ms
+from dispatcher.broker import DELIVER_ACTOR, POISON_KWARG
 from dispatcher.client import USER_AGENT, CatapushClient
 from dispatcher.deadletters import AsyncDeadLetters
-from dispatcher.delivery import Deliverer, NoLimit, Reschedule
+from dispatcher.delivery import Deliverer, Reschedule
 from dispatcher.keys import Keys
+from dispatcher.logs import get_logger
 from dispatcher.producer import Producer
+from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.receipts import Receipts
 from dispatcher.settings import Settings
 from dispatcher.tokens import (
@@ -30,8 +35,11 @@ from dispatcher.tokens import (
     SharedTokenCache,
 )
 
-# A claim must outlive the slowest send it guards: the HTTP timeout, twice (a 401 resends).
+# A claim must outlive the slowest send it guards: the longest wait for a rate-limit slot,
+# then the HTTP timeout twice (a 401 resends), plus a margin.
 CLAIM_MARGIN_MS = 5_000
+
+log = get_logger(__name__)
 
 
 class WorkerResources:
@@ -86,10 +94,17 @@ class WorkerResources:
             receipts=Receipts(
                 redis,
                 keys,
-                claim_ttl_ms=int(settings.http_timeout_s * 2000) + CLAIM_MARGIN_MS,
+                claim_ttl_ms=int((DEFAULT_MAX_WAIT_S + settings.http_timeout_s * 2) * 1000)
+                + CLAIM_MARGIN_MS,
             ),
             dead_letters=AsyncDeadLetters(redis, keys),
-            limiter=NoLimit(),
+            limiter=SharedRateLimiter(
+                redis,
+                keys,
+                rate_per_s=settings.rate_limit,
+                burst=settings.rate_burst,
+                max_wait_s=DEFAULT_MAX_WAIT_S,
+            ),
             max_attempts=settings.max_attempts,
             backoff_min_ms=settings.backoff_min_ms,
             backoff_max_ms=settings.backoff_max_ms,
@@ -109,18 +124,43 @@ def declare_deliver_actor(
 ) -> dramatiq.Actor[Any, None]:
     requeue = Producer(settings.redis_url, settings.namespace, settings.queue)
 
+    def run(make: Callable[[Deliverer], Coroutine[Any, Any, Any]]) -> Any:
+        loop_thread = get_event_loop_thread()
+        if loop_thread is None:
+            raise RuntimeError("the AsyncIO middleware has not started the event loop")
+
+        async def on_loop() -> Any:
+            return await make(resources.deliverer())
+
+        return loop_thread.run_coroutine(on_loop())
+
     def deliver(*args: Any, **kwargs: Any) -> None:
-        intent = args[0] if len(args) == 1 else {"args": list(args)}
+        poison = kwargs.get(POISON_KWARG)
+        if isinstance(poison, dict):
+            run(lambda d: d.bury_unreadable(str(poison.get("raw")), str(poison.get("problem"))))
+            return
+        if len(args) != 1:
+            raw = orjson.dumps({"args": list(args), "kwargs": kwargs}, default=str).decode()
+            problem = f"args: expected one argument, the intent; got {len(args)}"
+            run(lambda d: d.bury_unreadable(raw, problem))
+            return
+        intent = args[0]
         attempt = kwargs.get("attempt", 1)
         if not isinstance(attempt, int) or attempt < 1:
             attempt = 1
-        loop_thread = get_event_loop_thread()
-        assert loop_thread is not None, "the AsyncIO middleware starts the event loop"
-
-        async def run() -> Any:
-            return await resources.deliverer().attempt(intent, attempt)
-
-        result = loop_thread.run_coroutine(run())
+        try:
+            result = run(lambda d: d.attempt(intent, attempt))
+        except Exception as exc:
+            # A bug or an outage (Redis gone) must not lose the intent: count it as a failed
+            # attempt and try again later, and dead-letter it once the attempts are spent.
+            error = repr(exc)
+            log.exception("delivery.crashed", attempt=attempt, error=error)
+            if attempt >= settings.max_attempts:
+                run(lambda d: d.bury_exhausted(intent, attempt, error))
+            else:
+                delay = backoff_delay_ms(attempt, settings.backoff_min_ms, settings.backoff_max_ms)
+                requeue.requeue(intent, attempt=attempt + 1, delay_ms=delay)
+            return
         if isinstance(result, Reschedule):
             requeue.requeue(result.intent, attempt=result.attempt, delay_ms=result.delay_ms)
 

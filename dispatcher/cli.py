@@ -204,5 +204,133 @@ def status(
         raise typer.Exit(EXIT_FAILED)
 
 
+ReasonOption = Annotated[
+    str | None,
+    typer.Option("--reason", help="Only dead letters with this reason.", metavar="REASON"),
+]
+
+
+def _reason(value: str | None) -> Any:
+    from dispatcher.deadletters import REASONS
+
+    if value is not None and value not in REASONS:
+        _fail(f"--reason: must be one of {', '.join(REASONS)}, not {value!r}", EXIT_USAGE)
+    return value
+
+
+def _dead_letters(settings: Settings) -> Any:
+    from dispatcher.deadletters import DeadLetters
+    from dispatcher.keys import Keys
+
+    return DeadLetters(_redis(settings), Keys(settings.namespace))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    reason: ReasonOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List dead letters, oldest first."""
+    chosen = _reason(reason)
+    settings = _settings()
+    try:
+        entries = _dead_letters(settings).list(chosen)
+    except redis.RedisError as exc:
+        _fail(f"cannot read Redis at {settings.redis_url}: {exc}")
+    if as_json:
+        for entry in entries:
+            typer.echo(entry.to_json().decode())
+        return
+    if not entries:
+        typer.echo("no dead letters", err=True)
+        return
+    typer.echo(f"{'ID':<40} {'REASON':<10} {'STATUS':<6} {'ATTEMPTS':<8} {'DEAD AT':<24} TITLE")
+    for entry in entries:
+        status_code = "-" if entry.status_code is None else str(entry.status_code)
+        typer.echo(
+            f"{entry.id:<40} {entry.reason:<10} {status_code:<6} {entry.attempts:<8} "
+            f"{entry.dead_at:<24} {entry.title}"
+        )
+
+
+@dlq_app.command("show")
+def dlq_show(entry_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show one dead letter in full, the intent included."""
+    settings = _settings()
+    try:
+        entry = _dead_letters(settings).get(entry_id)
+    except redis.RedisError as exc:
+        _fail(f"cannot read Redis at {settings.redis_url}: {exc}")
+    if entry is None:
+        _fail(f"no dead letter {entry_id!r}")
+    typer.echo(orjson.dumps(entry.to_dict(), option=orjson.OPT_INDENT_2).decode())
+
+
+def _select(store: Any, ids: list[str], every: bool, reason: str | None) -> list[Any]:
+    if every == bool(ids):
+        _fail("give dead letter ids, or --all", EXIT_USAGE)
+    if every:
+        return list(store.list(reason))
+    if reason is not None:
+        _fail("--reason goes with --all", EXIT_USAGE)
+    entries = []
+    for entry_id in ids:
+        entry = store.get(entry_id)
+        if entry is None:
+            _fail(f"no dead letter {entry_id!r}")
+        entries.append(entry)
+    return entries
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[list[str] | None, typer.Argument(metavar="ID...")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+    reason: ReasonOption = None,
+) -> None:
+    """Put dead letters back on the queue with a fresh attempt count.
+
+    An entry is removed only once its intent is on the queue. An intent that was sent
+    already (it has a receipt) is not sent again.
+    """
+    from dispatcher.producer import Producer
+
+    chosen = _reason(reason)
+    settings = _settings()
+    store = _dead_letters(settings)
+    producer = Producer.from_settings(settings)
+    failed = 0
+    try:
+        for entry in _select(store, ids or [], every, chosen):
+            if not isinstance(entry.intent, dict):
+                typer.echo(f"cannot replay {entry.id}: its message was not an intent", err=True)
+                failed += 1
+                continue
+            producer.requeue(entry.intent, attempt=1, delay_ms=0)
+            store.remove([entry.id])
+            typer.echo(f"replayed {entry.id}")
+    except redis.RedisError as exc:
+        _fail(f"cannot replay on Redis at {settings.redis_url}: {exc}")
+    finally:
+        producer.close()
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ids: Annotated[list[str] | None, typer.Argument(metavar="ID...")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+) -> None:
+    """Delete dead letters for good."""
+    settings = _settings()
+    store = _dead_letters(settings)
+    try:
+        removed = store.remove(entry.id for entry in _select(store, ids or [], every, None))
+    except redis.RedisError as exc:
+        _fail(f"cannot purge on Redis at {settings.redis_url}: {exc}")
+    typer.echo(f"purged {removed}")
+
+
 def main() -> None:
     app()

@@ -33,6 +33,9 @@ class DeadLetterEntry:
     dead_at: str
     intent: Any  # the intent as JSON, or the raw text of a message that was not one
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
 

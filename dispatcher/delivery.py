@@ -17,10 +17,11 @@ from typing import Any, Protocol
 
 from dispatcher.backoff import backoff_delay_ms
 from dispatcher.deadletters import AsyncDeadLetters, DeadLetterEntry
-from dispatcher.errors import CatapushError, IntentRefused
+from dispatcher.errors import CatapushError, CatapushRejected, IntentRefused
 from dispatcher.intents import ID_PATTERN, Attachment, CatapushMessage, parse_intent
 from dispatcher.logs import get_logger
-from dispatcher.outcome import DeadLetter, RetryLater, Sent, decide
+from dispatcher.outcome import DeadLetter, RetryLater, Sent, decide, is_transient
+from dispatcher.ratelimit import SlotUnavailable
 from dispatcher.receipts import ClaimState, Receipt, Receipts
 from dispatcher.render import Templates, remaining_expire_time, render
 
@@ -175,12 +176,21 @@ class Deliverer:
         try:
             await self._limiter.acquire()
             accepted = await self._sender.send(message, intent.attachment)
+        except SlotUnavailable as exc:
+            await self._receipts.release(intent_id, claim.owner)
+            log.info("delivery.deferred", intent_id=intent_id, reason=str(exc))
+            # Waiting for the rate limit is not a failed attempt.
+            return Reschedule(wire, attempt, int(exc.retry_in_s * 1000))
         except CatapushError as exc:
             await self._receipts.release(intent_id, claim.owner)
+            if (
+                isinstance(exc, CatapushRejected)
+                and exc.retry_after_s is not None
+                and is_transient(exc.status_code)
+            ):
+                await self._limiter.pause_all(exc.retry_after_s)
             outcome = decide(exc, attempt=attempt, max_attempts=self._max_attempts)
             if isinstance(outcome, RetryLater):
-                if outcome.retry_after_s is not None:
-                    await self._limiter.pause_all(outcome.retry_after_s)
                 delay_ms = backoff_delay_ms(
                     attempt,
                     self._backoff_min_ms,
@@ -208,6 +218,24 @@ class Deliverer:
             "delivery.sent", intent_id=intent_id, message_id=accepted.message_id, attempt=attempt
         )
         return Sent(accepted.message_id)
+
+    async def bury_unreadable(self, raw: str, problem: str) -> DeadLetter:
+        """Dead-letter a queue message that is not even a readable intent, keeping its text."""
+        return await self._bury(
+            DeadLetter("invalid", None, "invalid message", problem),
+            intent_id=None,
+            attempts=0,
+            intent=raw,
+        )
+
+    async def bury_exhausted(self, raw: Any, attempts: int, error: str) -> DeadLetter:
+        """Dead-letter an intent whose attempts all ended in unexpected errors."""
+        return await self._bury(
+            DeadLetter("exhausted", None, "unexpected error", error),
+            intent_id=_usable_id(raw),
+            attempts=attempts,
+            intent=raw,
+        )
 
     async def _bury(
         self, outcome: DeadLetter, *, intent_id: str | None, attempts: int, intent: Any

@@ -21,6 +21,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dispatcher.actors import WorkerResources, declare_deliver_actor
 from dispatcher.broker import build_broker
 from dispatcher.logs import configure_logging, get_logger
+from dispatcher.middleware import Heartbeat
 from dispatcher.settings import Settings, load_settings
 
 DEFAULT_THREADS = 64
@@ -50,7 +51,9 @@ def run_worker_process(settings: Settings, threads: int) -> int:
     configure_logging(settings.log_format)
     resources = WorkerResources(settings)
     broker = build_broker(
-        settings.redis_url, settings.namespace, extra_middleware=[_CloseResources(resources)]
+        settings.redis_url,
+        settings.namespace,
+        extra_middleware=[Heartbeat(), _CloseResources(resources)],
     )
     declare_deliver_actor(broker, settings, resources)
     stop = threading.Event()

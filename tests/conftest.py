@@ -86,6 +86,9 @@ def settings_env(
         "DISPATCHER_BACKOFF_MIN_MS": "50",
         "DISPATCHER_BACKOFF_MAX_MS": "500",
         "DISPATCHER_HTTP_TIMEOUT_S": "5",
+        # Far above what any test sends, unless a test is about the limit.
+        "DISPATCHER_RATE_LIMIT": "2000",
+        "DISPATCHER_RATE_BURST": "200",
     }
 
 
