@@ -35,8 +35,8 @@ from dispatcher.tokens import (
     SharedTokenCache,
 )
 
-# A claim must outlive the slowest send it guards: the longest wait for a rate-limit slot,
-# then the HTTP timeout twice (a 401 resends), plus a margin.
+# A claim must outlive the slowest send it guards: the HTTP timeout twice (a 401 resends),
+# plus a margin.
 CLAIM_MARGIN_MS = 5_000
 
 log = get_logger(__name__)
@@ -94,8 +94,7 @@ class WorkerResources:
             receipts=Receipts(
                 redis,
                 keys,
-                claim_ttl_ms=int((DEFAULT_MAX_WAIT_S + settings.http_timeout_s * 2) * 1000)
-                + CLAIM_MARGIN_MS,
+                claim_ttl_ms=int(settings.http_timeout_s * 2000) + CLAIM_MARGIN_MS,
             ),
             dead_letters=AsyncDeadLetters(redis, keys),
             limiter=SharedRateLimiter(

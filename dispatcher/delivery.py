@@ -163,6 +163,15 @@ class Deliverer:
                 intent=wire,
             )
 
+        # The slot comes before the claim, so a claim only ever covers the send itself and
+        # can expire soon after a crash; a slot spent on a copy that needs no send is cheap.
+        try:
+            await self._limiter.acquire()
+        except SlotUnavailable as exc:
+            log.info("delivery.deferred", intent_id=intent_id, reason=str(exc))
+            # Waiting for the rate limit is not a failed attempt.
+            return Reschedule(wire, attempt, int(exc.retry_in_s * 1000))
+
         claim = await self._receipts.claim(intent_id)
         if claim.state is ClaimState.ALREADY_SENT:
             assert claim.receipt is not None
@@ -174,13 +183,7 @@ class Deliverer:
             return Reschedule(wire, attempt, BUSY_RETRY_DELAY_MS)
 
         try:
-            await self._limiter.acquire()
             accepted = await self._sender.send(message, intent.attachment)
-        except SlotUnavailable as exc:
-            await self._receipts.release(intent_id, claim.owner)
-            log.info("delivery.deferred", intent_id=intent_id, reason=str(exc))
-            # Waiting for the rate limit is not a failed attempt.
-            return Reschedule(wire, attempt, int(exc.retry_in_s * 1000))
         except CatapushError as exc:
             await self._receipts.release(intent_id, claim.owner)
             if (

@@ -23,6 +23,26 @@ from dispatcher.settings import Settings
 
 MOBILE_APP_ID = 4242
 
+_FIGURES: list[tuple[str, str, Any]] = []
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str, Any], None]:
+    """Record a measured figure; the terminal summary lists them after the run."""
+
+    def record(name: str, value: Any) -> None:
+        _FIGURES.append((request.node.name, name, value))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for test, name, value in _FIGURES:
+            shown = f"{value:.3f}" if isinstance(value, float) else value
+            terminalreporter.write_line(f"{test}: {name} = {shown}")
+
 
 def wait_until(
     condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""

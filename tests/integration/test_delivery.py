@@ -48,7 +48,11 @@ def delivery_events(events: list[dict[str, Any]], name: str) -> list[dict[str, A
 
 
 def test_two_hundred_intents_through_two_processes_are_each_accepted_once(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """200 intents with distinct ids through 2 worker processes reach Catapush exactly once each."""
     ids = enqueue_many(settings, 200)
@@ -57,6 +61,8 @@ def test_two_hundred_intents_through_two_processes_are_each_accepted_once(
     worker.stop()
 
     refs = accepted_refs(sandbox)
+    report("accepted", sum(refs.values()))
+    report("distinct ids accepted", len(refs))
     assert set(refs) == set(ids)
     assert max(refs.values()) == 1
     bodies = [entry["body"] for entry in sandbox.admin.requests(kind="messages")]
@@ -65,7 +71,11 @@ def test_two_hundred_intents_through_two_processes_are_each_accepted_once(
 
 
 def test_three_cold_workers_share_one_oauth_token(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """Three worker processes starting together on an empty token cache make one OAuth request."""
     ids = enqueue_many(settings, 150)
@@ -74,6 +84,7 @@ def test_three_cold_workers_share_one_oauth_token(
     for worker in workers:
         worker.stop()
 
+    report("oauth requests", sandbox.admin.stats()["oauth_requests"])
     assert sandbox.admin.stats()["oauth_requests"] == 1
     # Every process did send, so each of them needed the token.
     senders = [bool(delivery_events(worker.events(), "delivery.sent")) for worker in workers]
@@ -82,7 +93,11 @@ def test_three_cold_workers_share_one_oauth_token(
 
 
 def test_tokens_expiring_every_three_seconds_cost_one_oauth_call_per_expiry(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """With 3 s tokens over a slow run, every intent goes out once, with no failed attempt."""
     sandbox.admin.set_token_ttl(3)
@@ -107,6 +122,10 @@ def test_tokens_expiring_every_three_seconds_cost_one_oauth_call_per_expiry(
     # A token lives 3 s, so two OAuth calls less than 3 s apart would mean two calls for one
     # expiry.
     gaps = [later - earlier for earlier, later in itertools.pairwise(oauth)]
+    report("run duration s", duration)
+    report("oauth requests", len(oauth))
+    report("shortest gap between oauth requests s", min(gaps) if gaps else None)
+    report("401 answers", sum(e["status"] == 401 for e in sandbox.admin.requests(kind="messages")))
     assert gaps, "the tokens never expired during the run"
     assert min(gaps) >= 2.9, gaps
     assert len(oauth) <= duration / 3 + 2

@@ -31,7 +31,11 @@ def send_times(sandbox: SandboxProcess) -> list[float]:
 
 
 def test_twenty_consecutive_503s_cost_retries_not_intents(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """After 20 straight 503s, all 50 intents are delivered exactly once and none is dead."""
     sandbox.admin.add_fault(status=503, count=20)
@@ -42,12 +46,18 @@ def test_twenty_consecutive_503s_cost_retries_not_intents(
     refs = accepted_refs(sandbox)
     assert set(refs) == set(ids)
     assert set(refs.values()) == {1}
+    report("503 answers", sandbox.admin.stats()["messages_by_status"].get("503"))
+    report("delivered", len(refs))
     assert sandbox.admin.stats()["messages_by_status"].get("503") == 20
     assert dead_letters(redis_client, settings).count() == 0
 
 
 def test_the_shared_rate_limit_holds_across_processes(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """At 20/s with a burst of 5, 2 processes x 8 threads never exceed 25 sends in any second."""
     ids = enqueue_many(settings, 200)
@@ -60,13 +70,19 @@ def test_the_shared_rate_limit_holds_across_processes(
         sum(1 for later in times[index:] if later - start < 1.0)
         for index, start in enumerate(times)
     )
-    assert busiest <= 25, busiest
     rate = (len(times) - 1) / (times[-1] - times[0])
+    report("busiest 1 s window", busiest)
+    report("overall rate per s", rate)
+    assert busiest <= 25, busiest
     assert abs(rate - 20) <= 2, f"{rate:.2f}/s"
 
 
 def test_retry_after_pauses_every_worker(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """After one 429 with Retry-After: 2, no worker sends anything for the next 2 seconds."""
     sandbox.admin.add_fault(status=429, count=1, retry_after=2)
@@ -78,10 +94,14 @@ def test_retry_after_pauses_every_worker(
     [limited] = [entry for entry in requests if entry["status"] == 429]
     # Sends already on the wire when the 429 came back may land just after it.
     during_pause = [
-        entry
-        for entry in requests
-        if limited["ts"] + 0.1 < entry["ts"] < limited["ts"] + 2.0
+        entry for entry in requests if limited["ts"] + 0.1 < entry["ts"] < limited["ts"] + 2.0
     ]
+    after = [entry["ts"] - limited["ts"] for entry in requests if entry["ts"] > limited["ts"] + 0.1]
+    report(
+        "sends within 0.1 s after the 429 (already on the wire)",
+        sum(1 for entry in requests if limited["ts"] < entry["ts"] <= limited["ts"] + 0.1),
+    )
+    report("first later send, s after the 429", min(after))
     assert during_pause == []
     assert set(accepted_refs(sandbox).values()) == {1}
 
@@ -92,6 +112,7 @@ def test_rejected_intents_are_dead_lettered_and_replayed_once_fixed(
     sandbox: SandboxProcess,
     redis_client: redis.Redis,
     start_worker: Any,
+    report: Any,
 ) -> None:
     """5 of 30 intents refused with 403 become dead letters; `dlq replay --all` delivers them."""
     sandbox.admin.add_fault(status=403, identifier="blocked", title=FORBIDDEN, detail="bad user")
@@ -125,6 +146,9 @@ def test_rejected_intents_are_dead_lettered_and_replayed_once_fixed(
 
     assert store.count() == 0
     refs = accepted_refs(sandbox)
+    report("delivered", len(refs))
+    report("dead letters before replay", len(entries))
+    report("sends of any id beyond the first", sum(refs.values()) - len(refs))
     assert set(refs) == set(good) | set(blocked)
     assert set(refs.values()) == {1}
 
@@ -135,6 +159,7 @@ def test_replaying_an_intent_that_went_out_sends_nothing(
     sandbox: SandboxProcess,
     redis_client: redis.Redis,
     start_worker: Any,
+    report: Any,
 ) -> None:
     """A dead letter for an intent that already has a receipt is replayed without a second send."""
     [intent_id] = enqueue_many(settings, 1, prefix="once")
@@ -166,7 +191,11 @@ def test_replaying_an_intent_that_went_out_sends_nothing(
 
 
 def test_attempts_run_out_into_an_exhausted_dead_letter(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """A send that fails with 503 on every attempt ends as `exhausted` with the last error."""
     sandbox.admin.add_fault(status=503, detail="down for maintenance")
@@ -181,7 +210,11 @@ def test_attempts_run_out_into_an_exhausted_dead_letter(
 
 
 def test_an_expired_intent_is_dead_lettered_not_sent_late(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """An intent whose expireTime passed while it waited is dead-lettered as `expired`."""
     producer = Producer.from_settings(settings)
@@ -215,6 +248,7 @@ def test_garbage_on_the_queue_is_dead_lettered_and_the_worker_carries_on(
     sandbox: SandboxProcess,
     redis_client: redis.Redis,
     start_worker: Any,
+    report: Any,
 ) -> None:
     """Foreign messages (not JSON, wrong actor, wrong args, bad intent) become `invalid` dead
     letters with their raw text; the worker stays up and delivers what follows."""
@@ -268,7 +302,11 @@ def test_garbage_on_the_queue_is_dead_lettered_and_the_worker_carries_on(
 
 
 def test_sigterm_drains_in_flight_sends_and_leaves_the_rest_queued(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """SIGTERM lets in-flight sends finish and record receipts; the rest go out once later."""
     sandbox.admin.set_latency(500)
@@ -278,6 +316,7 @@ def test_sigterm_drains_in_flight_sends_and_leaves_the_rest_queued(
     started = time.monotonic()
     assert first.stop(timeout=30) == 0
     drained_in = time.monotonic() - started
+    report("drain s", drained_in)
     assert drained_in < 30  # the grace period, DISPATCHER_SHUTDOWN_GRACE_S
 
     # Every send Catapush accepted before the stop has its receipt: nothing half-done.
@@ -297,7 +336,11 @@ def test_sigterm_drains_in_flight_sends_and_leaves_the_rest_queued(
 
 
 def test_a_worker_killed_mid_send_loses_nothing(
-    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+    settings: Settings,
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+    start_worker: Any,
+    report: Any,
 ) -> None:
     """SIGKILL one of two workers after about 100 sends: all 500 intents are still delivered."""
     sandbox.admin.set_latency(20)
@@ -308,12 +351,16 @@ def test_a_worker_killed_mid_send_loses_nothing(
         lambda: sandbox.admin.stats()["accepted"] >= 100, timeout=60, what="100 accepted sends"
     )
     doomed.kill()
+    killed_at = time.monotonic()
+    report("accepted when killed", sandbox.admin.stats()["accepted"])
     start_worker(threads=8)
     wait_until(lambda: all_sent(redis_client, settings, ids), timeout=120, what="500 receipts")
+    report("all 500 delivered, s after the kill", time.monotonic() - killed_at)
 
     refs = accepted_refs(sandbox)
     assert set(refs) == set(ids)
     # A send Catapush accepted while its worker died can go out again: the killed worker
     # never learned of it. That can only be one of the sends in flight at the kill.
     duplicates = sum(count - 1 for count in refs.values())
+    report("duplicates", duplicates)
     assert duplicates <= 8
