@@ -134,7 +134,9 @@ def enqueue(
 @app.command()
 def worker(
     processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    threads: Annotated[int, typer.Option(min=1, help="Concurrent sends per process.")] = 64,
+    threads: Annotated[
+        int, typer.Option(min=1, help="Sends in flight per process (on one event loop).")
+    ] = 128,
 ) -> None:
     """Consume the queue and send each intent to Catapush, until SIGTERM or SIGINT."""
     from dispatcher.worker import run_workers

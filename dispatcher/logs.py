@@ -83,4 +83,11 @@ def configure_logging(log_format: Literal["json", "console"], level: int = loggi
 
 
 def get_logger(name: str) -> Any:
+    # Used as a library (producers calling `dispatcher.enqueue`), nobody may have configured
+    # structlog, whose default prints every level to stdout; keep to warnings on stderr then.
+    if not structlog.is_configured():
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        )
     return structlog.get_logger(name)

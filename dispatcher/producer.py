@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 
-from dispatcher.broker import DELIVER_ACTOR
+from dispatcher.broker import DELIVER_ACTOR, build_broker
 from dispatcher.intents import Intent, parse_intent
 from dispatcher.logs import get_logger
 from dispatcher.settings import Settings, load_settings
@@ -35,8 +34,7 @@ class Producer:
     """Enqueues intents on one Redis and queue; safe to share between threads."""
 
     def __init__(self, redis_url: str, namespace: str, queue_name: str) -> None:
-        # No middleware: a producer only writes messages.
-        self._broker = RedisBroker(url=redis_url, namespace=namespace, middleware=[])  # type: ignore[no-untyped-call]
+        self._broker = build_broker(redis_url, namespace)
         self._queue_name = queue_name
         self._broker.declare_queue(queue_name)
 

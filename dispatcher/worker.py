@@ -1,79 +1,91 @@
-"""Worker processes: each runs a dramatiq Worker with N threads over one event loop.
+"""Worker processes: each runs one asyncio event loop with many sends in flight.
 
 `run_workers` supervises the processes: SIGTERM or SIGINT is passed on to every process,
-which stops fetching, lets in-flight sends finish within the grace period, puts its
-prefetched messages back on the queue and exits. A process that dies unexpectedly is
-started again.
+which stops fetching, lets in-flight sends finish within the grace period, hands what it
+holds back to the queues and exits. A process that dies unexpectedly is started again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from types import FrameType
 
-import dramatiq
-from dramatiq.asyncio import get_event_loop_thread
-
-from dispatcher.actors import WorkerResources, declare_deliver_actor
-from dispatcher.broker import build_broker
+from dispatcher.broker import DELIVER_ACTOR
+from dispatcher.consumer import DEFAULT_CONCURRENCY, Consumer
 from dispatcher.logs import configure_logging, get_logger
-from dispatcher.middleware import Heartbeat
+from dispatcher.queue import RedisQueue
+from dispatcher.resources import WorkerResources
 from dispatcher.settings import Settings, load_settings
 
-DEFAULT_THREADS = 64
+DEFAULT_THREADS = DEFAULT_CONCURRENCY
 DEFAULT_PROCESSES = 1
 RESTART_DELAY_S = 1.0
+# A message is redelivered once its worker's heartbeat is this old (dramatiq: 60 s).
+HEARTBEAT_TIMEOUT_MS = 15_000
 
 log = get_logger(__name__)
 
 
-class _CloseResources(dramatiq.Middleware):
-    """Closes the process's clients after the last send, before the event loop stops."""
+async def serve_queue(settings: Settings, concurrency: int) -> None:
+    """Consume the queue until SIGTERM or SIGINT, then drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _stopper(stop, signum))
 
-    def __init__(self, resources: WorkerResources) -> None:
-        self._resources = resources
+    resources = WorkerResources(settings)
+    redis, deliverer = resources.open()
+    queue = RedisQueue(
+        redis,
+        settings.namespace,
+        settings.queue,
+        worker_id=str(uuid.uuid4()),
+        heartbeat_timeout_ms=HEARTBEAT_TIMEOUT_MS,
+    )
+    consumer = Consumer(
+        queue,
+        deliverer,
+        concurrency=concurrency,
+        max_attempts=settings.max_attempts,
+        backoff_min_ms=settings.backoff_min_ms,
+        backoff_max_ms=settings.backoff_max_ms,
+        grace_s=settings.shutdown_grace_s,
+    )
+    log.info(
+        "worker.started",
+        pid=os.getpid(),
+        threads=concurrency,
+        queue=settings.queue,
+        actor=DELIVER_ACTOR,
+    )
+    started = time.monotonic()
+    try:
+        await consumer.run(stop)
+    finally:
+        await resources.aclose()
+    log.info("worker.stopped", pid=os.getpid(), uptime_s=round(time.monotonic() - started, 1))
 
-    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        loop_thread = get_event_loop_thread()
-        if loop_thread is not None:
-            try:
-                loop_thread.run_coroutine(self._resources.aclose())
-            except Exception as exc:  # closing is best effort once the work is done
-                log.warning("worker.close_failed", error=repr(exc))
+
+def _stopper(stop: asyncio.Event, signum: int) -> Callable[[], None]:
+    def on_signal() -> None:
+        if not stop.is_set():
+            log.info("worker.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    return on_signal
 
 
 def run_worker_process(settings: Settings, threads: int) -> int:
     """Serve the queue in this process until SIGTERM or SIGINT; returns the exit status."""
     configure_logging(settings.log_format)
-    resources = WorkerResources(settings)
-    broker = build_broker(
-        settings.redis_url,
-        settings.namespace,
-        extra_middleware=[Heartbeat(), _CloseResources(resources)],
-    )
-    declare_deliver_actor(broker, settings, resources)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("worker.stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    worker = dramatiq.Worker(broker, worker_threads=threads)
-    worker.start()
-    log.info("worker.started", pid=os.getpid(), threads=threads, queue=settings.queue)
-    while not stop.wait(1.0):
-        pass
-    started = time.monotonic()
-    worker.stop(timeout=int(settings.shutdown_grace_s * 1000))
-    broker.close()
-    log.info("worker.stopped", pid=os.getpid(), drain_s=round(time.monotonic() - started, 2))
+    asyncio.run(serve_queue(settings, threads))
     return 0
 
 

@@ -78,8 +78,16 @@ def test_three_cold_workers_share_one_oauth_token(
     report: Any,
 ) -> None:
     """Three worker processes starting together on an empty token cache make one OAuth request."""
-    ids = enqueue_many(settings, 150)
+    sandbox.admin.set_latency(100)
     workers = [start_worker(processes=1, threads=16) for _ in range(3)]
+    for worker in workers:
+        wait_until(
+            lambda worker=worker: delivery_events(worker.events(), "worker.started"),
+            timeout=30,
+            what="the worker to start",
+        )
+    # Enqueued only once all three wait on the queue, so all three want the token at once.
+    ids = enqueue_many(settings, 150)
     wait_until(lambda: all_sent(redis_client, settings, ids), timeout=60, what="150 receipts")
     for worker in workers:
         worker.stop()

@@ -1,0 +1,73 @@
+"""Reading a queued message: a delivery to attempt, or an unreadable one to dead-letter. Pure.
+
+Anything may sit on the queue: producers in any language write raw Redis commands. A body
+that is not a dramatiq message for the deliver actor on this queue, with exactly one
+argument (the intent), is `Unreadable`, with the problem named; the worker dead-letters it
+with its raw text instead of crashing or dropping it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from dramatiq.common import q_name
+
+from dispatcher.broker import DELIVER_ACTOR
+
+RAW_TEXT_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    redis_id: str
+    intent: Any
+    attempt: int
+    eta_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    redis_id: str
+    raw: str
+    problem: str
+
+
+def read_message(queue_name: str, redis_id: str, body: bytes) -> Queued | Unreadable:
+    """Decode the body stored under `redis_id`, fetched from `queue_name`."""
+
+    def unreadable(problem: str) -> Unreadable:
+        raw = body.decode("utf-8", errors="replace")[:RAW_TEXT_LIMIT]
+        return Unreadable(redis_id, raw, problem)
+
+    if not body:
+        return unreadable("no message body is stored under this id")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return unreadable(f"not a dramatiq message: not valid JSON ({exc})")
+    if not isinstance(data, dict):
+        return unreadable("not a dramatiq message: not a JSON object")
+    actor = data.get("actor_name")
+    if actor != DELIVER_ACTOR:
+        return unreadable(f"actor_name: {actor!r} is unknown, expected {DELIVER_ACTOR!r}")
+    queue = data.get("queue_name")
+    if not isinstance(queue, str) or q_name(queue) != q_name(queue_name):
+        return unreadable(f"queue_name: {queue!r} does not match the queue {q_name(queue_name)!r}")
+    args, kwargs = data.get("args"), data.get("kwargs", {})
+    options = data.get("options", {})
+    if not isinstance(args, list):
+        return unreadable("args: must be a list holding the intent")
+    if len(args) != 1:
+        return unreadable(f"args: expected one argument, the intent; got {len(args)}")
+    if not isinstance(kwargs, dict):
+        return unreadable("kwargs: must be a JSON object")
+    if not isinstance(options, dict):
+        return unreadable("options: must be a JSON object")
+    attempt = kwargs.get("attempt", 1)
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        attempt = 1
+    eta = options.get("eta")
+    eta_ms = int(eta) if isinstance(eta, int | float) and not isinstance(eta, bool) else None
+    return Queued(redis_id, args[0], attempt, eta_ms)

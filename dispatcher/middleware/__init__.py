@@ -1,5 +1,0 @@
-"""dramatiq middleware of the dispatcher, one a module."""
-
-from dispatcher.middleware.heartbeat import Heartbeat
-
-__all__ = ["Heartbeat"]

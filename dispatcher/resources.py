@@ -1,0 +1,100 @@
+"""The clients one worker process uses, made on its event loop: one Redis client and one
+HTTP client serve every send in flight."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+import redis.asyncio as aioredis
+
+from dispatcher.client import USER_AGENT, CatapushClient
+from dispatcher.deadletters import AsyncDeadLetters
+from dispatcher.delivery import Deliverer
+from dispatcher.keys import Keys
+from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
+from dispatcher.receipts import Receipts
+from dispatcher.settings import Settings
+from dispatcher.tokens import (
+    OAuthTokenSource,
+    PermanentTokenAuth,
+    SharedTokenAuth,
+    SharedTokenCache,
+)
+
+# A claim must outlive the slowest send it guards: the HTTP timeout twice (a 401 resends),
+# plus a margin.
+CLAIM_MARGIN_MS = 5_000
+REDIS_CONNECTIONS = 64
+REDIS_POOL_WAIT_S = 20.0
+
+
+class WorkerResources:
+    """Build with `open()` on the worker's event loop; `aclose()` when the worker stops."""
+
+    def __init__(
+        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def open(self) -> tuple[aioredis.Redis, Deliverer]:
+        settings = self._settings
+        keys = Keys(settings.namespace)
+        # Sends wait for a free connection instead of failing when all are busy.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
+        )
+        redis = aioredis.Redis(connection_pool=pool)
+        auth: httpx.Auth
+        token = settings.catapush_access_token
+        if token is not None and token.get_secret_value():
+            auth = PermanentTokenAuth(token.get_secret_value())
+        else:
+            # require_credentials() ran at start-up, so both are set here.
+            assert settings.catapush_client_id is not None
+            assert settings.catapush_client_secret is not None
+            source = OAuthTokenSource(
+                settings.catapush_url,
+                settings.catapush_client_id,
+                settings.catapush_client_secret.get_secret_value(),
+                timeout_s=settings.http_timeout_s,
+                user_agent=USER_AGENT,
+            )
+            self._closers.append(source.aclose)
+            auth = SharedTokenAuth(SharedTokenCache(redis, keys, source))
+        client = CatapushClient(
+            settings.catapush_url,
+            auth=auth,
+            timeout_s=settings.http_timeout_s,
+            transport=self._transport,
+        )
+        self._closers.extend([client.aclose, redis.aclose, pool.disconnect])
+        deliverer = Deliverer(
+            sender=client,
+            receipts=Receipts(
+                redis,
+                keys,
+                claim_ttl_ms=int(settings.http_timeout_s * 2000) + CLAIM_MARGIN_MS,
+            ),
+            dead_letters=AsyncDeadLetters(redis, keys),
+            limiter=SharedRateLimiter(
+                redis,
+                keys,
+                rate_per_s=settings.rate_limit,
+                burst=settings.rate_burst,
+                max_wait_s=DEFAULT_MAX_WAIT_S,
+            ),
+            max_attempts=settings.max_attempts,
+            backoff_min_ms=settings.backoff_min_ms,
+            backoff_max_ms=settings.backoff_max_ms,
+            default_mobile_app_id=settings.catapush_mobile_app_id,
+            notify_callback_url=str(settings.callback_url) if settings.callback_url else None,
+        )
+        return redis, deliverer
+
+    async def aclose(self) -> None:
+        for close in reversed(self._closers):
+            await close()
+        self._closers.clear()
