@@ -1,9 +1,14 @@
 """Catapush over HTTP: `POST /messages`, answers translated into the dispatcher's errors.
 
 One `CatapushClient` per worker process, used by every coroutine of that process's event
-loop. Concurrency is deliberate: a single asyncio loop owns the client, so no HTTP connection
-is ever shared between threads (a sync `httpx.Client` shared by threads lost messages under
-load, httpcore issue 1110). The transport and the auth are injected so tests can swap them.
+loop, so no connection is ever shared between threads (a sync `httpx.Client` shared by
+threads lost messages under load, httpcore issue 1110). Sends go through aiohttp: measured
+on the sandbox, it costs 0.14 ms of CPU a request where httpx over the same aiohttp
+transport costs 0.45 ms, and CPU is what bounds a worker. The session factory and the token
+source are injected, so tests can swap them.
+
+On `401` the token source is told the token was refused, a fresh one is taken (one fetch
+for the whole fleet, see `tokens`), and the send is made once more.
 """
 
 from __future__ import annotations
@@ -11,18 +16,25 @@ from __future__ import annotations
 import email.utils
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from dispatcher import __version__
 from dispatcher.errors import CatapushRejected, CatapushTimeout, CatapushUnreachable
 from dispatcher.intents import Attachment, CatapushMessage
+from dispatcher.logs import get_logger
+from dispatcher.tokens import TokenSource
 
 USER_AGENT = f"catapush-dispatcher/{__version__}"
 DEFAULT_MAX_CONNECTIONS = 256
+
+log = get_logger(__name__)
+
+SessionFactory = Callable[[], aiohttp.ClientSession]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,19 +43,6 @@ class Accepted:
 
     message_id: str
     created_at: str | None
-
-
-def default_transport(max_connections: int = DEFAULT_MAX_CONNECTIONS) -> httpx.AsyncBaseTransport:
-    """aiohttp under httpx: its pool stays fast with many concurrent requests."""
-    from httpx_aiohttp import AiohttpTransport
-
-    transport: httpx.AsyncBaseTransport = AiohttpTransport(
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-        trust_env=False,
-    )
-    return transport
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -64,24 +63,53 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
-def rejection_from(response: httpx.Response) -> CatapushRejected:
-    """Build the error for a non-2xx answer, tolerating bodies that are not Catapush's JSON."""
-    title = response.reason_phrase or "Error"
+def rejection_from(
+    status_code: int, reason: str | None, headers: Mapping[str, str], body: bytes
+) -> CatapushRejected:
+    """The error for a non-201 answer, tolerating bodies that are not Catapush's JSON."""
+    title = reason or "Error"
     detail = ""
     try:
-        body = orjson.loads(response.content)
+        parsed = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
-        detail = response.text[:500]
+        detail = body.decode("utf-8", errors="replace")[:500]
     else:
-        if isinstance(body, dict):
-            title = str(body.get("title") or title)
-            detail = str(body.get("detail") or body.get("error") or "")
+        if isinstance(parsed, dict):
+            title = str(parsed.get("title") or title)
+            detail = str(parsed.get("detail") or parsed.get("error") or "")
     return CatapushRejected(
-        response.status_code,
+        status_code,
         title,
         detail,
-        retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+        retry_after_s=parse_retry_after(headers.get("Retry-After")),
     )
+
+
+def accepted_from(body: bytes) -> Accepted:
+    try:
+        parsed: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = {}
+    if not isinstance(parsed, dict):
+        parsed = {}
+    return Accepted(
+        message_id=str(parsed.get("messageId") or ""), created_at=parsed.get("createdAt")
+    )
+
+
+def default_session(max_connections: int = DEFAULT_MAX_CONNECTIONS) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
+        trust_env=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    reason: str | None
+    headers: Mapping[str, str]
+    body: bytes
 
 
 class CatapushClient:
@@ -91,60 +119,65 @@ class CatapushClient:
         self,
         base_url: str,
         *,
-        auth: httpx.Auth,
+        tokens: TokenSource,
         timeout_s: float,
-        transport: httpx.AsyncBaseTransport | None = None,
+        session_factory: SessionFactory = default_session,
     ) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            auth=auth,
-            timeout=timeout_s,
-            transport=transport if transport is not None else default_transport(),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            trust_env=False,
-        )
+        self._messages_url = base_url.rstrip("/") + "/messages"
+        self._tokens = tokens
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session_factory = session_factory
+        self._session: aiohttp.ClientSession | None = None
 
     async def send(
         self, message: CatapushMessage, attachment: Attachment | None = None
     ) -> Accepted:
         body = orjson.dumps(message.to_wire())
+        token = await self._tokens.token()
+        answer = await self._post(body, attachment, token)
+        if answer.status == 401 and self._tokens.refreshable:
+            log.info("token.rejected", status_code=401)
+            await self._tokens.rejected(token)
+            answer = await self._post(body, attachment, await self._tokens.token())
+        if answer.status != 201:
+            raise rejection_from(answer.status, answer.reason, answer.headers, answer.body)
+        return accepted_from(answer.body)
+
+    async def _post(self, body: bytes, attachment: Attachment | None, token: str) -> _Answer:
+        if self._session is None:
+            # Made on first use: an aiohttp session belongs to the running event loop.
+            self._session = self._session_factory()
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        data: bytes | aiohttp.FormData
+        if attachment is None:
+            headers["Content-Type"] = "application/json"
+            data = body
+        else:
+            data = aiohttp.FormData()
+            data.add_field("metadata", body, content_type="application/json")
+            data.add_field(
+                "file",
+                attachment.content(),
+                filename=attachment.filename,
+                content_type=attachment.content_type,
+            )
         try:
-            if attachment is None:
-                response = await self._http.post(
-                    "messages", content=body, headers={"Content-Type": "application/json"}
+            async with self._session.post(
+                self._messages_url, data=data, headers=headers, timeout=self._timeout
+            ) as response:
+                return _Answer(
+                    response.status, response.reason, response.headers, await response.read()
                 )
-            else:
-                response = await self._http.post(
-                    "messages",
-                    data={"metadata": body.decode()},
-                    files={
-                        "file": (
-                            attachment.filename,
-                            attachment.content(),
-                            attachment.content_type,
-                        )
-                    },
-                )
-        except httpx.TimeoutException as exc:
-            raise CatapushTimeout(f"no answer from Catapush in time: {exc}") from exc
-        except httpx.TransportError as exc:
+        except TimeoutError as exc:
+            raise CatapushTimeout(f"no answer from Catapush in time: {exc!r}") from exc
+        except aiohttp.ClientError as exc:
             raise CatapushUnreachable(f"could not reach Catapush: {exc!r}") from exc
-        if response.status_code != 201:
-            raise rejection_from(response)
-        return _accepted(response)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
-
-
-def _accepted(response: httpx.Response) -> Accepted:
-    try:
-        body: Any = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    return Accepted(
-        message_id=str(body.get("messageId") or ""),
-        created_at=body.get("createdAt"),
-    )
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import httpx
 import redis.asyncio as aioredis
 
-from dispatcher.client import USER_AGENT, CatapushClient
+from dispatcher.client import USER_AGENT, CatapushClient, SessionFactory, default_session
 from dispatcher.deadletters import AsyncDeadLetters
 from dispatcher.delivery import Deliverer
 from dispatcher.keys import Keys
@@ -17,9 +16,9 @@ from dispatcher.receipts import Receipts
 from dispatcher.settings import Settings
 from dispatcher.tokens import (
     OAuthTokenSource,
-    PermanentTokenAuth,
-    SharedTokenAuth,
+    PermanentToken,
     SharedTokenCache,
+    TokenSource,
 )
 
 # A claim must outlive the slowest send it guards: the HTTP timeout twice (a 401 resends),
@@ -33,10 +32,10 @@ class WorkerResources:
     """Build with `open()` on the worker's event loop; `aclose()` when the worker stops."""
 
     def __init__(
-        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+        self, settings: Settings, *, session_factory: SessionFactory = default_session
     ) -> None:
         self._settings = settings
-        self._transport = transport
+        self._session_factory = session_factory
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def open(self) -> tuple[aioredis.Redis, Deliverer]:
@@ -47,10 +46,10 @@ class WorkerResources:
             settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
         )
         redis = aioredis.Redis(connection_pool=pool)
-        auth: httpx.Auth
+        tokens: TokenSource
         token = settings.catapush_access_token
         if token is not None and token.get_secret_value():
-            auth = PermanentTokenAuth(token.get_secret_value())
+            tokens = PermanentToken(token.get_secret_value())
         else:
             # require_credentials() ran at start-up, so both are set here.
             assert settings.catapush_client_id is not None
@@ -63,12 +62,12 @@ class WorkerResources:
                 user_agent=USER_AGENT,
             )
             self._closers.append(source.aclose)
-            auth = SharedTokenAuth(SharedTokenCache(redis, keys, source))
+            tokens = SharedTokenCache(redis, keys, source)
         client = CatapushClient(
             settings.catapush_url,
-            auth=auth,
+            tokens=tokens,
             timeout_s=settings.http_timeout_s,
-            transport=self._transport,
+            session_factory=self._session_factory,
         )
         self._closers.extend([client.aclose, redis.aclose, pool.disconnect])
         deliverer = Deliverer(

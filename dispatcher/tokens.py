@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -94,8 +94,21 @@ class OAuthTokenSource:
         await self._http.aclose()
 
 
+class TokenSource(Protocol):
+    """Where the client takes its bearer token from, and reports a refused one to."""
+
+    @property
+    def refreshable(self) -> bool: ...
+
+    async def token(self) -> str: ...
+
+    async def rejected(self, token: str) -> None: ...
+
+
 class SharedTokenCache:
     """The token in Redis, memoised in this process until a `401` proves it stale."""
+
+    refreshable = True
 
     def __init__(
         self,
@@ -117,7 +130,7 @@ class SharedTokenCache:
         self._local = asyncio.Lock()
         self._compare_and_delete = redis.register_script(_COMPARE_AND_DELETE)
 
-    async def get(self) -> str:
+    async def token(self) -> str:
         memo = self._memo
         if memo is not None:
             return memo
@@ -127,7 +140,7 @@ class SharedTokenCache:
                 self._memo = await self._shared_token()
             return self._memo
 
-    async def invalidate(self, token: str) -> None:
+    async def rejected(self, token: str) -> None:
         """Forget `token` here and in Redis, unless Redis already holds a newer one."""
         if self._memo == token:
             self._memo = None
@@ -174,40 +187,16 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _bearer(request: httpx.Request, token: str) -> None:
-    request.headers["Authorization"] = f"Bearer {token}"
-
-
-class SharedTokenAuth(httpx.Auth):
-    """`httpx.Auth` over the shared cache: on `401`, refresh once and resend once."""
-
-    def __init__(self, cache: SharedTokenCache) -> None:
-        self._cache = cache
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        raise RuntimeError("SharedTokenAuth works with httpx.AsyncClient only")
-        yield request  # pragma: no cover
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self._cache.get()
-        _bearer(request, token)
-        response = yield request
-        if response.status_code != 401:
-            return
-        log.info("token.rejected", status_code=401)
-        await self._cache.invalidate(token)
-        _bearer(request, await self._cache.get())
-        yield request
-
-
-class PermanentTokenAuth(httpx.Auth):
+class PermanentToken:
     """A permanent token from the Catapush panel: no OAuth, nothing to refresh."""
 
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
+    refreshable = False
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        request.headers["Authorization"] = self._header
-        yield request
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def token(self) -> str:
+        return self._token
+
+    async def rejected(self, token: str) -> None:
+        return None

@@ -22,8 +22,7 @@ from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.tokens import (
     OAuthTokenSource,
-    PermanentTokenAuth,
-    SharedTokenAuth,
+    PermanentToken,
     SharedTokenCache,
 )
 
@@ -47,7 +46,7 @@ def test_one_client_under_heavy_concurrency_delivers_every_message_once(
 
     async def scenario() -> list[str]:
         client = CatapushClient(
-            sandbox.base_url, auth=PermanentTokenAuth(DEFAULT_PERMANENT_TOKEN), timeout_s=10
+            sandbox.base_url, tokens=PermanentToken(DEFAULT_PERMANENT_TOKEN), timeout_s=10
         )
         try:
             accepted = await asyncio.gather(
@@ -73,7 +72,7 @@ def test_error_answers_become_typed_errors(sandbox: SandboxProcess) -> None:
 
     async def scenario() -> tuple[CatapushRejected, CatapushRejected]:
         client = CatapushClient(
-            sandbox.base_url, auth=PermanentTokenAuth(DEFAULT_PERMANENT_TOKEN), timeout_s=10
+            sandbox.base_url, tokens=PermanentToken(DEFAULT_PERMANENT_TOKEN), timeout_s=10
         )
         try:
             with pytest.raises(CatapushRejected) as forbidden:
@@ -101,7 +100,7 @@ def test_timeouts_and_dropped_connections_are_translated(sandbox: SandboxProcess
 
     async def scenario() -> None:
         client = CatapushClient(
-            sandbox.base_url, auth=PermanentTokenAuth(DEFAULT_PERMANENT_TOKEN), timeout_s=0.5
+            sandbox.base_url, tokens=PermanentToken(DEFAULT_PERMANENT_TOKEN), timeout_s=0.5
         )
         try:
             with pytest.raises(CatapushTimeout):
@@ -134,7 +133,7 @@ def test_many_callers_in_many_processes_fetch_one_token(
         parts = [_cache(redis_server.url, keys, sandbox) for _ in range(4)]
         try:
             tokens = await asyncio.gather(
-                *(cache.get() for cache, _, _ in parts for _ in range(50))
+                *(cache.token() for cache, _, _ in parts for _ in range(50))
             )
         finally:
             for _, source, client in parts:
@@ -158,12 +157,12 @@ def test_a_stale_token_never_drops_the_fresh_one(
             _cache(redis_server.url, keys, sandbox),
         )
         try:
-            old = await first.get()
-            assert await second.get() == old
-            await first.invalidate(old)
-            fresh = await first.get()
-            await second.invalidate(old)  # the slower worker learns late that `old` expired
-            return old, fresh, await second.get()
+            old = await first.token()
+            assert await second.token() == old
+            await first.rejected(old)
+            fresh = await first.token()
+            await second.rejected(old)  # the slower worker learns late that `old` expired
+            return old, fresh, await second.token()
         finally:
             for closer in (source_a.aclose, source_b.aclose, client_a.aclose, client_b.aclose):
                 await closer()
@@ -182,7 +181,7 @@ def test_a_401_refreshes_the_token_and_resends_once(
 
     async def scenario() -> None:
         cache, source, redis_client = _cache(redis_server.url, keys, sandbox)
-        client = CatapushClient(sandbox.base_url, auth=SharedTokenAuth(cache), timeout_s=5)
+        client = CatapushClient(sandbox.base_url, tokens=cache, timeout_s=5)
         try:
             await client.send(message("before-expiry"))
             sandbox.admin.expire_tokens()

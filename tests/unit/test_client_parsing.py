@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.client import parse_retry_after, rejection_from
+from dispatcher.client import parse_retry_after
+from dispatcher.client import rejection_from as rejection_from_parts
 from dispatcher.errors import CatapushRejected
 
 NOW = 1_700_000_000.0
@@ -73,6 +74,12 @@ def test_retry_after_never_raises(value: str) -> None:
     """Any header text yields None or a non-negative number, never an exception."""
     result = parse_retry_after(value, now=NOW)
     assert result is None or result >= 0
+
+
+def rejection_from(response: httpx.Response) -> CatapushRejected:
+    return rejection_from_parts(
+        response.status_code, response.reason_phrase, response.headers, response.content
+    )
 
 
 # -- rejection_from ------------------------------------------------------------------------------
