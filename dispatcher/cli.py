@@ -19,6 +19,8 @@ from dispatcher.settings import Settings, load_settings
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# Intents written to Redis in one round trip by `dispatcher enqueue`.
+ENQUEUE_BATCH = 500
 
 app = typer.Typer(
     name="dispatcher",
@@ -94,31 +96,36 @@ def enqueue(
     A bad line is reported on stderr as `line N: <field>: <reason>`; the other lines are
     still enqueued, and the exit status is 1 if any line was refused.
     """
-    from dispatcher.intents import parse_intent
+    from dispatcher.intents import Intent, parse_intent
     from dispatcher.producer import Producer
 
     settings = _settings()
     _configure_logs(settings)
     producer = Producer.from_settings(settings)
     refused = 0
+    batch: list[Intent] = []
+
+    def flush() -> None:
+        for intent_id in producer.enqueue_many(batch):
+            typer.echo(intent_id)
+        batch.clear()
+
     try:
         for number, line in _json_lines(source):
             if not line.strip():
                 continue
             try:
-                data = orjson.loads(line)
+                batch.append(parse_intent(orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
                 typer.echo(f"line {number}: not valid JSON: {exc}", err=True)
                 refused += 1
-                continue
-            try:
-                intent_id = producer.enqueue(parse_intent(data))
             except IntentRefused as exc:
                 for problem in exc.problems:
                     typer.echo(f"line {number}: {problem}", err=True)
                 refused += 1
-                continue
-            typer.echo(intent_id)
+            if len(batch) >= ENQUEUE_BATCH:
+                flush()
+        flush()
     except redis.RedisError as exc:
         _fail(f"cannot enqueue on Redis at {settings.redis_url}: {exc}")
     finally:

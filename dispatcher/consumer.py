@@ -25,8 +25,8 @@ from redis.exceptions import RedisError
 from dispatcher.backoff import backoff_delay_ms
 from dispatcher.delivery import Deliverer, Reschedule
 from dispatcher.logs import get_logger
-from dispatcher.messages import Queued, Unreadable, read_message
-from dispatcher.queue import RedisQueue, now_ms
+from dispatcher.messages import Queued, Unreadable, now_ms, read_message
+from dispatcher.queue import RedisQueue
 
 DEFAULT_CONCURRENCY = 128
 FETCH_BATCH = 256

@@ -1,4 +1,4 @@
-"""Reading a queued message: a delivery to attempt, or an unreadable one to dead-letter. Pure.
+"""Queued messages, in dramatiq's format: writing one, and reading one back. Pure.
 
 Anything may sit on the queue: producers in any language write raw Redis commands. A body
 that is not a dramatiq message for the deliver actor on this queue, with exactly one
@@ -8,15 +8,39 @@ with its raw text instead of crashing or dropping it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from dramatiq.common import q_name
 
-from dispatcher.broker import DELIVER_ACTOR
-
+DELIVER_ACTOR = "deliver"
 RAW_TEXT_LIMIT = 100_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def message_body(
+    queue_name: str, intent: Any, *, attempt: int, message_id: str, eta_ms: int | None = None
+) -> bytes:
+    """A dramatiq message for the deliver actor, as dramatiq's JSON encoder writes it."""
+    options: dict[str, Any] = {"redis_message_id": message_id}
+    if eta_ms is not None:
+        options["eta"] = eta_ms
+    return orjson.dumps(
+        {
+            "queue_name": queue_name,
+            "actor_name": DELIVER_ACTOR,
+            "args": [intent],
+            "kwargs": {} if attempt == 1 else {"attempt": attempt},
+            "options": options,
+            "message_id": message_id,
+            "message_timestamp": now_ms(),
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)

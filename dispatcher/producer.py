@@ -1,42 +1,34 @@
-"""Intake for Python producers: validate an intent, then put it on the dramatiq queue."""
+"""Intake for Python producers: validate intents, then put them on the queue.
+
+Messages are written exactly as dramatiq's Redis broker writes them (body in
+`<ns>:<queue>.msgs`, id pushed onto `<ns>:<queue>`), so dramatiq producers and this one are
+interchangeable. Many intents go in one round trip.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import dramatiq
+import redis
 
-from dispatcher.broker import DELIVER_ACTOR, build_broker
 from dispatcher.intents import Intent, parse_intent
 from dispatcher.logs import get_logger
+from dispatcher.messages import message_body
 from dispatcher.settings import Settings, load_settings
 
 log = get_logger(__name__)
-
-
-def build_message(
-    queue_name: str, intent: Mapping[str, Any], attempt: int = 1
-) -> dramatiq.Message[Any]:
-    """The dramatiq message that carries an intent (the format raw producers write too)."""
-    kwargs = {} if attempt == 1 else {"attempt": attempt}
-    return dramatiq.Message(
-        queue_name=queue_name,
-        actor_name=DELIVER_ACTOR,
-        args=(dict(intent),),
-        kwargs=kwargs,
-        options={},
-    )
 
 
 class Producer:
     """Enqueues intents on one Redis and queue; safe to share between threads."""
 
     def __init__(self, redis_url: str, namespace: str, queue_name: str) -> None:
-        self._broker = build_broker(redis_url, namespace)
+        self._redis = redis.Redis.from_url(redis_url)
         self._queue_name = queue_name
-        self._broker.declare_queue(queue_name)
+        self._queue_key = f"{namespace}:{queue_name}"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Producer:
@@ -44,22 +36,47 @@ class Producer:
 
     def enqueue(self, intent: Intent | Mapping[str, Any]) -> str:
         """Validate and enqueue; returns the intent id. Raises `IntentRefused` if invalid."""
-        checked = intent if isinstance(intent, Intent) else parse_intent(dict(intent))
-        ready = checked.with_defaults(now_ms=time.time_ns() // 1_000_000)
-        self._broker.enqueue(build_message(self._queue_name, ready.to_wire()))
-        log.debug("intent.enqueued", intent_id=ready.id)
-        assert ready.id is not None
-        return ready.id
+        [intent_id] = self.enqueue_many([intent])
+        return intent_id
+
+    def enqueue_many(self, intents: Iterable[Intent | Mapping[str, Any]]) -> list[str]:
+        """Validate every intent, then enqueue them all in one round trip; returns the ids.
+
+        Raises `IntentRefused` for the first invalid one, before anything is enqueued.
+        """
+        now_ms = time.time_ns() // 1_000_000
+        ready = [
+            (intent if isinstance(intent, Intent) else parse_intent(dict(intent))).with_defaults(
+                now_ms=now_ms
+            )
+            for intent in intents
+        ]
+        self._push([(intent.to_wire(), 1, 0) for intent in ready])
+        ids = [intent.id for intent in ready if intent.id is not None]
+        log.debug("intent.enqueued", count=len(ids))
+        return ids
 
     def requeue(self, intent: Mapping[str, Any], *, attempt: int, delay_ms: int) -> None:
         """Put an already checked intent back on the queue, to run after `delay_ms`."""
-        self._broker.enqueue(
-            build_message(self._queue_name, intent, attempt),
-            delay=delay_ms if delay_ms > 0 else None,
-        )
+        self._push([(dict(intent), attempt, delay_ms)])
+
+    def _push(self, items: list[tuple[dict[str, Any], int, int]]) -> None:
+        with self._redis.pipeline(transaction=False) as pipe:
+            for intent, attempt, delay_ms in items:
+                message_id = str(uuid.uuid4())
+                # A delayed message waits on dramatiq's delay queue until its eta.
+                queue = f"{self._queue_name}.DQ" if delay_ms > 0 else self._queue_name
+                eta = time.time_ns() // 1_000_000 + delay_ms if delay_ms > 0 else None
+                body = message_body(
+                    queue, intent, attempt=attempt, message_id=message_id, eta_ms=eta
+                )
+                key = f"{self._queue_key}.DQ" if delay_ms > 0 else self._queue_key
+                pipe.hset(f"{key}.msgs", message_id, body)
+                pipe.rpush(key, message_id)
+            pipe.execute()
 
     def close(self) -> None:
-        self._broker.close()
+        self._redis.close()
 
 
 _producers: dict[tuple[str, str, str], Producer] = {}

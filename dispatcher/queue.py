@@ -16,7 +16,6 @@ one atomic step.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -24,7 +23,7 @@ import orjson
 from dramatiq.brokers.redis import _scripts as dramatiq_scripts
 from dramatiq.common import dq_name
 
-from dispatcher.broker import DELIVER_ACTOR
+from dispatcher.messages import message_body, now_ms
 
 # Same bookkeeping as dramatiq's fetch (heartbeat, ack set), but returns id/body pairs.
 _FETCH = """
@@ -88,30 +87,6 @@ redis.call('hset', queue .. '.msgs', new_id, body)
 redis.call('rpush', queue, new_id)
 return 1
 """
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def message_body(
-    queue_name: str, intent: Any, *, attempt: int, message_id: str, eta_ms: int | None = None
-) -> bytes:
-    """A dramatiq message for the deliver actor, as dramatiq's JSON encoder writes it."""
-    options: dict[str, Any] = {"redis_message_id": message_id}
-    if eta_ms is not None:
-        options["eta"] = eta_ms
-    return orjson.dumps(
-        {
-            "queue_name": queue_name,
-            "actor_name": DELIVER_ACTOR,
-            "args": [intent],
-            "kwargs": {} if attempt == 1 else {"attempt": attempt},
-            "options": options,
-            "message_id": message_id,
-            "message_timestamp": now_ms(),
-        }
-    )
 
 
 class RedisQueue:

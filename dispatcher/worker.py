@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Callable
 from types import FrameType
 
-from dispatcher.broker import DELIVER_ACTOR
 from dispatcher.consumer import DEFAULT_CONCURRENCY, Consumer
 from dispatcher.logs import configure_logging, get_logger
+from dispatcher.messages import DELIVER_ACTOR
 from dispatcher.queue import RedisQueue
 from dispatcher.resources import WorkerResources
 from dispatcher.settings import Settings, load_settings

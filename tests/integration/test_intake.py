@@ -170,3 +170,23 @@ def test_a_raw_redis_producer_is_delivered(
     assert [entry["messageRef"] for entry in sandbox.admin.requests(kind="messages")] == [
         "raw-producer-1"
     ]
+
+
+def test_a_dramatiq_producer_is_delivered(
+    settings: Settings, sandbox: SandboxProcess, redis_client: redis.Redis, start_worker: Any
+) -> None:
+    """dramatiq's own broker and an actor named `deliver` enqueue intents the worker sends."""
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url=settings.redis_url, namespace=settings.namespace, middleware=[])
+
+    @dramatiq.actor(broker=broker, actor_name="deliver", queue_name="notifications")
+    def deliver(intent: dict[str, Any]) -> None:  # pragma: no cover - only sent, never run here
+        raise AssertionError("the dispatcher's worker runs this")
+
+    deliver.send({"id": "from-dramatiq", "recipients": ["alice"], "text": "hi"})
+    broker.close()
+    start_worker()
+    wait_until(lambda: sent(redis_client, settings, ["from-dramatiq"]), timeout=30, what="receipt")
+    assert [e["messageRef"] for e in sandbox.admin.requests(kind="messages")] == ["from-dramatiq"]
