@@ -77,9 +77,14 @@ class SlotUnavailable(DispatcherError):
         self.retry_in_s = retry_in_s
 
 
+# Adding intervals one by one drifts in floating point; without this slack an idle limiter
+# could grant one request fewer than the burst.
+FLOAT_SLACK_MS = 0.001
+
+
 def burst_tolerance_ms(rate_per_s: float, burst: int) -> float:
     """How far ahead of now TAT may run: `burst` requests at once after an idle spell."""
-    return (burst - 1) * 1000.0 / rate_per_s
+    return (burst - 1) * 1000.0 / rate_per_s + FLOAT_SLACK_MS
 
 
 @dataclass(frozen=True, slots=True)
