@@ -216,7 +216,7 @@ class Deliverer:
             raise
 
         receipt = Receipt(intent_id, accepted.message_id, _iso_now(), attempt)
-        await self._receipts.record(receipt, claim.owner)
+        await self._receipts.record(receipt)
         log.info(
             "delivery.sent", intent_id=intent_id, message_id=accepted.message_id, attempt=attempt
         )

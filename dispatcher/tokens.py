@@ -163,6 +163,11 @@ class SharedTokenCache:
                     self._keys.token_lock, owner, nx=True, px=self._lock_ttl_ms
                 ):
                     try:
+                        # Another worker may have stored a token and released the lock
+                        # between our read and our lock: look once more before fetching.
+                        cached = await self._redis.get(self._keys.token)
+                        if cached is not None:
+                            return _text(cached)
                         return await self._refresh()
                     finally:
                         await self._compare_and_delete(keys=[self._keys.token_lock], args=[owner])
