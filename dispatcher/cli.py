@@ -175,6 +175,25 @@ def sandbox(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")
+    ] = 8000,
+) -> None:
+    """Serve HTTP intake, Catapush status callbacks, /healthz and /metrics until SIGTERM."""
+    from dispatcher.server import bind, run_server
+
+    settings = _settings()
+    _configure_logs(settings)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    raise typer.Exit(run_server(settings, sock))
+
+
+@app.command()
 def demo(
     count: Annotated[int, typer.Option(min=1, max=10_000, help="Sample intents to send.")] = 12,
 ) -> None:
@@ -196,8 +215,9 @@ def status(
     intent_id: Annotated[str, typer.Argument(metavar="ID")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """What happened to an intent: sent (with Catapush messageId), dead, or not known here."""
-    from dispatcher.status import intent_status
+    """What happened to an intent: sent (with Catapush messageId), dead, or not known here,
+    and the status callbacks Catapush sent for it."""
+    from dispatcher.status import format_status, intent_status, is_known
 
     settings = _settings()
     try:
@@ -207,9 +227,10 @@ def status(
     if as_json:
         typer.echo(orjson.dumps(report).decode())
     else:
-        for key, value in report.items():
-            typer.echo(f"{key}: {value}")
-    if report["state"] == "unknown":
+        for line in format_status(report):
+            typer.echo(line)
+    # Callbacks alone are still news about the intent, so only nothing at all is a failure.
+    if not is_known(report):
         raise typer.Exit(EXIT_FAILED)
 
 

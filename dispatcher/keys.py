@@ -45,3 +45,18 @@ class Keys:
     def queue(self, queue_name: str) -> str:
         """dramatiq's list of message ids for a queue (its messages live in `<queue>.msgs`)."""
         return f"{self.namespace}:{queue_name}"
+
+    def delay_queue(self, queue_name: str) -> str:
+        """dramatiq's delay queue for `queue_name`: retries waiting for their eta."""
+        return f"{self.namespace}:{queue_name}.DQ"
+
+    def callbacks(self, message_ref: str) -> str:
+        """List of Catapush status callbacks for an intent (its id is the `messageRef`)."""
+        return f"{self.namespace}:callbacks:{message_ref}"
+
+    def callbacks_by_message_id(self, message_id: str) -> str:
+        """List of status callbacks that came without a `messageRef`, by Catapush messageId.
+
+        A `messageRef` cannot contain ':', so these never collide with `callbacks()`.
+        """
+        return f"{self.namespace}:callbacks:msgid:{message_id}"

@@ -1,9 +1,11 @@
-"""Where an intent stands, read from the receipts and the dead-letter store."""
+"""Where an intent stands, read from the receipts, the dead-letter store and the status
+callbacks Catapush sent for it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+import orjson
 import redis
 
 from dispatcher.deadletters import DeadLetters
@@ -12,8 +14,7 @@ from dispatcher.receipts import ReceiptReader
 from dispatcher.settings import Settings
 
 
-def intent_status(client: redis.Redis, settings: Settings, intent_id: str) -> dict[str, Any]:
-    keys = Keys(settings.namespace)
+def _delivery(client: redis.Redis, keys: Keys, intent_id: str) -> dict[str, Any]:
     receipt = ReceiptReader(client, keys).get(intent_id)
     if receipt is not None:
         return {
@@ -37,3 +38,49 @@ def intent_status(client: redis.Redis, settings: Settings, intent_id: str) -> di
     if client.exists(keys.claim(intent_id)):
         return {"id": intent_id, "state": "sending"}
     return {"id": intent_id, "state": "unknown"}
+
+
+def callback_events(client: redis.Redis, keys: Keys, intent_id: str) -> list[Any]:
+    """The status callbacks stored for an intent (its id is the `messageRef`), oldest first."""
+    events: list[Any] = []
+    for raw in cast(list[bytes], client.lrange(keys.callbacks(intent_id), 0, -1)):
+        try:
+            events.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            # Only the server writes these lists; a foreign entry is shown, not fatal.
+            events.append(raw.decode("utf-8", "replace"))
+    return events
+
+
+def intent_status(client: redis.Redis, settings: Settings, intent_id: str) -> dict[str, Any]:
+    """The state (sent, dead, sending or unknown) and every callback stored for the intent.
+
+    The state comes from the receipt and the dead letter only: callbacks tell what happened
+    on the devices, and an intent may have callbacks but no receipt (a worker killed between
+    Catapush's answer and the receipt, or a receipt that expired first).
+    """
+    keys = Keys(settings.namespace)
+    report = _delivery(client, keys, intent_id)
+    report["callbacks"] = callback_events(client, keys, intent_id)
+    return report
+
+
+def is_known(report: dict[str, Any]) -> bool:
+    """Whether anything at all is recorded for the intent."""
+    return report["state"] != "unknown" or bool(report.get("callbacks"))
+
+
+def _callback_line(event: Any) -> str:
+    if not isinstance(event, dict):
+        return f"callback: {event}"
+    shown = ("messageId", "recipientRef", "fallbackRef")
+    extra = " ".join(f"{key}={event[key]}" for key in shown if key in event)
+    head = f"callback: {event.get('timestamp', '-')} {event.get('status', '-')} "
+    return f"{head}{event.get('recipient', '-')} {extra}".rstrip()
+
+
+def format_status(report: dict[str, Any]) -> list[str]:
+    """The report for humans: `key: value` lines, then one line per callback event."""
+    lines = [f"{key}: {value}" for key, value in report.items() if key != "callbacks"]
+    lines.extend(_callback_line(event) for event in report.get("callbacks", []))
+    return lines
