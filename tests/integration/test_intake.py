@@ -152,14 +152,13 @@ def test_a_raw_redis_producer_is_delivered(
 ) -> None:
     """The two Redis commands the README gives a non-Python producer deliver an intent."""
     message_id = str(uuid.uuid4())
+    # The README's message, field for field: no ids or timestamps inside the body.
     message = {
         "queue_name": "notifications",
         "actor_name": "deliver",
         "args": [{"id": "raw-producer-1", "recipients": ["alice"], "text": "from redis-cli"}],
         "kwargs": {},
-        "options": {"redis_message_id": message_id},
-        "message_id": message_id,
-        "message_timestamp": 1_700_000_000_000,
+        "options": {},
     }
     namespace = settings.namespace
     redis_client.hset(f"{namespace}:notifications.msgs", message_id, json.dumps(message))
