@@ -101,12 +101,15 @@ def enqueue(
 
     settings = _settings()
     _configure_logs(settings)
-    producer = Producer.from_settings(settings)
+    try:
+        producer = Producer.from_settings(settings)
+    except ConfigurationError as exc:
+        _fail(str(exc), EXIT_USAGE)
     refused = 0
     batch: list[Intent] = []
 
     def flush() -> None:
-        for intent_id in producer.enqueue_many(batch):
+        for intent_id in producer.enqueue_many(batch, checked=True):
             typer.echo(intent_id)
         batch.clear()
 
@@ -115,7 +118,7 @@ def enqueue(
             if not line.strip():
                 continue
             try:
-                batch.append(parse_intent(orjson.loads(line)))
+                batch.append(producer.check(parse_intent(orjson.loads(line))))
             except orjson.JSONDecodeError as exc:
                 typer.echo(f"line {number}: not valid JSON: {exc}", err=True)
                 refused += 1
@@ -182,15 +185,21 @@ def serve(
     ] = 8000,
 ) -> None:
     """Serve HTTP intake, Catapush status callbacks, /healthz and /metrics until SIGTERM."""
-    from dispatcher.server import bind, run_server
+    from dispatcher.listening import bind_listener
+    from dispatcher.server import run_server
 
     settings = _settings()
     _configure_logs(settings)
     try:
-        sock = bind(host, port)
+        sock = bind_listener(host, port)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    raise typer.Exit(run_server(settings, sock))
+    try:
+        code = run_server(settings, sock)
+    except ConfigurationError as exc:
+        sock.close()
+        _fail(str(exc), EXIT_USAGE)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -328,7 +337,8 @@ def dlq_replay(
     chosen = _reason(reason)
     settings = _settings()
     store = _dead_letters(settings)
-    producer = Producer.from_settings(settings)
+    # Replays go back as they were checked the first time: no template check again.
+    producer = Producer(settings.redis_url, settings.namespace, settings.queue)
     failed = 0
     try:
         for entry in _select(store, ids or [], every, chosen):

@@ -17,7 +17,9 @@ import redis
 from dispatcher.intents import Intent, parse_intent
 from dispatcher.logs import get_logger
 from dispatcher.messages import message_body
+from dispatcher.render import Templates, check_template
 from dispatcher.settings import Settings, load_settings
+from dispatcher.templates import load_templates
 
 log = get_logger(__name__)
 
@@ -25,32 +27,53 @@ log = get_logger(__name__)
 class Producer:
     """Enqueues intents on one Redis and queue; safe to share between threads."""
 
-    def __init__(self, redis_url: str, namespace: str, queue_name: str) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        namespace: str,
+        queue_name: str,
+        *,
+        templates: Templates | None = None,
+    ) -> None:
         self._redis = redis.Redis.from_url(redis_url)
         self._queue_name = queue_name
         self._queue_key = f"{namespace}:{queue_name}"
+        self._templates = templates
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Producer:
-        return cls(settings.redis_url, settings.namespace, settings.queue)
+        """Raises `ConfigurationError` if `DISPATCHER_TEMPLATES_DIR` cannot be loaded."""
+        return cls(
+            settings.redis_url,
+            settings.namespace,
+            settings.queue,
+            templates=load_templates(settings.templates_dir),
+        )
 
     def enqueue(self, intent: Intent | Mapping[str, Any]) -> str:
         """Validate and enqueue; returns the intent id. Raises `IntentRefused` if invalid."""
         [intent_id] = self.enqueue_many([intent])
         return intent_id
 
-    def enqueue_many(self, intents: Iterable[Intent | Mapping[str, Any]]) -> list[str]:
+    def check(self, intent: Intent) -> Intent:
+        """The intent, once its template (if any) renders; raises `IntentRefused` if not."""
+        if self._templates is not None:
+            check_template(intent, self._templates, now_ms=time.time_ns() // 1_000_000)
+        return intent
+
+    def enqueue_many(
+        self, intents: Iterable[Intent | Mapping[str, Any]], *, checked: bool = False
+    ) -> list[str]:
         """Validate every intent, then enqueue them all in one round trip; returns the ids.
 
         Raises `IntentRefused` for the first invalid one, before anything is enqueued.
+        `checked` says the intents already went through `check`.
         """
         now_ms = time.time_ns() // 1_000_000
-        ready = [
-            (intent if isinstance(intent, Intent) else parse_intent(dict(intent))).with_defaults(
-                now_ms=now_ms
-            )
-            for intent in intents
-        ]
+        ready = []
+        for intent in intents:
+            model = intent if isinstance(intent, Intent) else parse_intent(dict(intent))
+            ready.append((model if checked else self.check(model)).with_defaults(now_ms=now_ms))
         self._push([(intent.to_wire(), 1, 0) for intent in ready])
         ids = [intent.id for intent in ready if intent.id is not None]
         log.debug("intent.enqueued", count=len(ids))

@@ -15,10 +15,17 @@ EXPIRE_TIME_MIN_S = 1
 class RenderedText(Protocol):
     """What a template yields for one locale and one set of variables."""
 
-    text: str
-    notification_text: str | None
-    android_title: str | None
-    fallback_text: str | None
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def notification_text(self) -> str | None: ...
+
+    @property
+    def android_title(self) -> str | None: ...
+
+    @property
+    def fallback_text(self) -> str | None: ...
 
 
 class Templates(Protocol):
@@ -141,3 +148,15 @@ def render(
     except ValidationError as exc:
         # Reachable with templates: the rendered text can break a limit the intent could not.
         raise IntentRefused(field_errors(exc)) from exc
+
+
+# Checking a template intent at intake renders its texts; which app receives it is the
+# worker's business, so any id does here.
+_ANY_APP_ID = 0
+
+
+def check_template(intent: Intent, templates: Templates, *, now_ms: int) -> None:
+    """Refuse at intake a template intent the worker could not render (unknown template,
+    missing variable, a rendered text that breaks a Catapush limit)."""
+    if intent.template is not None:
+        render(intent, default_mobile_app_id=_ANY_APP_ID, now_ms=now_ms, templates=templates)

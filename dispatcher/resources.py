@@ -14,6 +14,7 @@ from dispatcher.keys import Keys
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.receipts import Receipts
 from dispatcher.settings import Settings
+from dispatcher.templates import load_templates
 from dispatcher.tokens import (
     OAuthTokenSource,
     PermanentToken,
@@ -90,6 +91,7 @@ class WorkerResources:
             backoff_max_ms=settings.backoff_max_ms,
             default_mobile_app_id=settings.catapush_mobile_app_id,
             notify_callback_url=str(settings.callback_url) if settings.callback_url else None,
+            templates=load_templates(settings.templates_dir),
         )
         return redis, deliverer
 

@@ -46,8 +46,9 @@ from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
+from dispatcher.templates import load_templates
 
-__all__ = ["MAX_BODY_BYTES", "Metrics", "bind", "build_app", "run_server"]
+__all__ = ["MAX_BODY_BYTES", "Metrics", "build_app", "run_server"]
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 # A message has a handful of lifecycle events per recipient; 100 keeps the story of a
@@ -231,12 +232,12 @@ def _validate_and_enqueue(producer: Producer, items: list[Any], *, batch: bool) 
     problems: list[str] = []
     for index, item in enumerate(items):
         try:
-            intents.append(parse_intent(item))
+            intents.append(producer.check(parse_intent(item)))
         except IntentRefused as exc:
             problems.extend(f"{index}.{problem}" if batch else problem for problem in exc.problems)
     if problems:
         raise IntentRefused(problems)
-    return producer.enqueue_many(intents)
+    return producer.enqueue_many(intents, checked=True)
 
 
 async def _accept(request: web.Request, *, batch: bool) -> web.Response:
@@ -417,10 +418,16 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 def build_app(settings: Settings) -> web.Application:
     """The application; its Redis clients open on startup and close on cleanup."""
+    templates = load_templates(settings.templates_dir)  # ConfigurationError before serving
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
 
     async def resources(app: web.Application) -> Any:
-        producer = Producer(_producer_url(settings.redis_url), settings.namespace, settings.queue)
+        producer = Producer(
+            _producer_url(settings.redis_url),
+            settings.namespace,
+            settings.queue,
+            templates=templates,
+        )
         client = aioredis.Redis.from_url(
             settings.redis_url,
             socket_timeout=REDIS_TIMEOUT_S,
@@ -448,25 +455,6 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Bind the listening socket; raises `OSError` when the address is taken or invalid.
-
-    Done before the event loop starts, so `dispatcher serve` can report a port it cannot use
-    in one line instead of a traceback from deep inside aiohttp.
-    """
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 async def _serve(settings: Settings, sock: socket.socket) -> None:

@@ -23,6 +23,7 @@ from dispatcher.messages import DELIVER_ACTOR
 from dispatcher.queue import RedisQueue
 from dispatcher.resources import WorkerResources
 from dispatcher.settings import Settings, load_settings
+from dispatcher.templates import load_templates
 
 DEFAULT_THREADS = DEFAULT_CONCURRENCY
 DEFAULT_PROCESSES = 1
@@ -97,6 +98,8 @@ def _child_main(threads: int) -> None:
 def run_workers(settings: Settings, *, processes: int, threads: int) -> int:
     """Run `processes` worker processes (in this process when it is one)."""
     settings.require_credentials()
+    # Fail before any process starts: a broken template folder is a configuration error.
+    load_templates(settings.templates_dir)
     if processes == 1:
         return run_worker_process(settings, threads)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -121,32 +122,36 @@ def settings(
     return Settings(**fields)  # type: ignore[arg-type]
 
 
-class WorkerProcess:
-    """`dispatcher worker` in a subprocess, its JSON log kept in a file for assertions."""
+class DispatcherProcess:
+    """A `dispatcher` command in a subprocess of its own group, its output kept in a file."""
 
-    def __init__(self, env: dict[str, str], *, processes: int = 1, threads: int = 8) -> None:
-        self._log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)  # noqa: SIM115
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix=f"{args[0]}-", suffix=".log", delete=False
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dispatcher", "worker", "--processes", str(processes),
-             "--threads", str(threads)],
+            [sys.executable, "-m", "dispatcher", *args],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
+
+    def log_text(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")
 
     def events(self) -> list[dict[str, Any]]:
-        import orjson
-
+        """The JSON log lines; anything else as `{"event": "raw", "text": ...}`."""
         events = []
-        for line in Path(self._log.name).read_bytes().splitlines():
+        for line in self.log_text().splitlines():
             try:
                 events.append(orjson.loads(line))
             except orjson.JSONDecodeError:
-                events.append({"event": "raw", "text": line.decode(errors="replace")})
+                events.append({"event": "raw", "text": line})
         return events
 
     def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL for the whole group if it outlives `timeout`."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -165,6 +170,13 @@ class WorkerProcess:
         self.stop()
         self._log.close()
         os.unlink(self._log.name)
+
+
+class WorkerProcess(DispatcherProcess):
+    """`dispatcher worker` in a subprocess, its JSON log kept for assertions."""
+
+    def __init__(self, env: dict[str, str], *, processes: int = 1, threads: int = 8) -> None:
+        super().__init__(env, "worker", "--processes", str(processes), "--threads", str(threads))
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import json
 import os
 import resource
 import signal
-import socket
 import sys
 
 from aiohttp import web
 
+from dispatcher.listening import bind_listener
 from dispatcher.sandbox.app import build_app
 from dispatcher.sandbox.state import SandboxState
 
@@ -33,27 +33,13 @@ def _raise_file_limit() -> None:
         pass
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 async def _serve(host: str, port: int, state: SandboxState) -> None:
     runner = web.AppRunner(
         build_app(state), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
     )
     await runner.setup()
     try:
-        sock = _bind(host, port)
+        sock = bind_listener(host, port)
         site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
         await site.start()
         real_port: int = sock.getsockname()[1]

@@ -9,38 +9,11 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.keys import Keys
 from dispatcher.producer import Producer
-from dispatcher.receipts import ReceiptReader
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
 from tests.conftest import MOBILE_APP_ID, wait_until
-
-
-def accepted_refs(sandbox: SandboxProcess) -> Counter[str]:
-    return Counter(
-        entry["messageRef"]
-        for entry in sandbox.admin.requests(kind="messages")
-        if entry["status"] == 201
-    )
-
-
-def enqueue_many(settings: Settings, count: int, prefix: str = "intent") -> list[str]:
-    producer = Producer.from_settings(settings)
-    try:
-        return [
-            producer.enqueue(
-                {"id": f"{prefix}-{n:05d}", "recipients": [f"user{n}"], "text": f"hello {n}"}
-            )
-            for n in range(count)
-        ]
-    finally:
-        producer.close()
-
-
-def all_sent(client: redis.Redis, settings: Settings, ids: list[str]) -> bool:
-    reader = ReceiptReader(client, Keys(settings.namespace))
-    return all(reader.get(intent_id) is not None for intent_id in ids)
+from tests.integration.helpers import accepted_refs, all_sent, enqueue_many
 
 
 def delivery_events(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -16,30 +13,10 @@ import redis
 
 import dispatcher
 from dispatcher.errors import IntentRefused
-from dispatcher.keys import Keys
-from dispatcher.receipts import ReceiptReader
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
 from tests.conftest import wait_until
-
-
-def run_cli(
-    env: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dispatcher", *args],
-        env={**os.environ, **env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def sent(client: redis.Redis, settings: Settings, ids: list[str]) -> bool:
-    reader = ReceiptReader(client, Keys(settings.namespace))
-    return all(reader.get(intent_id) for intent_id in ids)
+from tests.integration.helpers import all_sent, run_cli
 
 
 def test_a_file_mixing_good_and_bad_lines_enqueues_the_good_and_names_each_fault(
@@ -82,7 +59,7 @@ def test_a_file_mixing_good_and_bad_lines_enqueues_the_good_and_names_each_fault
     assert len(accepted) == 3  # the line without an id got a generated one
 
     start_worker()
-    wait_until(lambda: sent(redis_client, settings, accepted), timeout=30, what="3 receipts")
+    wait_until(lambda: all_sent(redis_client, settings, accepted), timeout=30, what="3 receipts")
     requests = sandbox.admin.requests(kind="messages")
     assert Counter(entry["messageRef"] for entry in requests) == Counter(accepted)
     assert {entry["status"] for entry in requests} == {201}
@@ -142,7 +119,7 @@ def test_python_producers_enqueue_with_one_call(
     ]
 
     start_worker()
-    wait_until(lambda: sent(redis_client, settings, [intent_id]), timeout=30, what="receipt")
+    wait_until(lambda: all_sent(redis_client, settings, [intent_id]), timeout=30, what="receipt")
     [request] = sandbox.admin.requests(kind="messages")
     assert request["body"]["recipients"] == [{"identifier": "alice", "recipientRef": "alice-ref-1"}]
 
@@ -165,7 +142,9 @@ def test_a_raw_redis_producer_is_delivered(
     redis_client.rpush(f"{namespace}:notifications", message_id)
 
     start_worker()
-    wait_until(lambda: sent(redis_client, settings, ["raw-producer-1"]), timeout=30, what="receipt")
+    wait_until(
+        lambda: all_sent(redis_client, settings, ["raw-producer-1"]), timeout=30, what="receipt"
+    )
     assert [entry["messageRef"] for entry in sandbox.admin.requests(kind="messages")] == [
         "raw-producer-1"
     ]
@@ -187,5 +166,7 @@ def test_a_dramatiq_producer_is_delivered(
     deliver.send({"id": "from-dramatiq", "recipients": ["alice"], "text": "hi"})
     broker.close()
     start_worker()
-    wait_until(lambda: sent(redis_client, settings, ["from-dramatiq"]), timeout=30, what="receipt")
+    wait_until(
+        lambda: all_sent(redis_client, settings, ["from-dramatiq"]), timeout=30, what="receipt"
+    )
     assert [e["messageRef"] for e in sandbox.admin.requests(kind="messages")] == ["from-dramatiq"]

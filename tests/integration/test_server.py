@@ -4,14 +4,8 @@ subprocess against the suite's real Redis and sandbox."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,40 +20,21 @@ from dispatcher.localredis import free_port
 from dispatcher.producer import Producer
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
-from tests.conftest import wait_until
+from tests.conftest import DispatcherProcess, wait_until
 from tests.integration.helpers import run_cli, sent_count
 
 SECRET = "callback-s3cret-value"
 START_TIMEOUT_S = 30.0
 
 
-class ServerProcess:
+class ServerProcess(DispatcherProcess):
     """`dispatcher serve` in a subprocess on a free port, its JSON log kept in a file."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dispatcher", "serve", "--port", str(self.port)],
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        super().__init__(env, "serve", "--port", str(self.port))
         self.http = httpx.Client(base_url=self.url, timeout=10.0)
-
-    def log_text(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")
-
-    def events(self) -> list[dict[str, Any]]:
-        events = []
-        for line in self.log_text().splitlines():
-            try:
-                events.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                events.append({"event": "raw", "text": line})
-        return events
 
     def wait_listening(self) -> None:
         """Until the server answers /healthz at all (200 or 503), or fail with its log."""
@@ -77,21 +52,9 @@ class ServerProcess:
 
         wait_until(answers, timeout=START_TIMEOUT_S, what="dispatcher serve to listen")
 
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        return self.process.returncode
-
     def close(self) -> None:
-        self.stop()
+        super().close()
         self.http.close()
-        self._log.close()
-        os.unlink(self._log.name)
 
 
 @pytest.fixture
