@@ -10,7 +10,9 @@ import redis.asyncio as aioredis
 from dispatcher.client import USER_AGENT, CatapushClient, SessionFactory, default_session
 from dispatcher.deadletters import AsyncDeadLetters
 from dispatcher.delivery import Deliverer
+from dispatcher.errors import TokenUnavailable
 from dispatcher.keys import Keys
+from dispatcher.logs import get_logger
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.receipts import Receipts
 from dispatcher.settings import Settings
@@ -28,6 +30,8 @@ CLAIM_MARGIN_MS = 5_000
 REDIS_CONNECTIONS = 64
 REDIS_POOL_WAIT_S = 20.0
 
+log = get_logger(__name__)
+
 
 class WorkerResources:
     """Build with `open()` on the worker's event loop; `aclose()` when the worker stops."""
@@ -38,6 +42,7 @@ class WorkerResources:
         self._settings = settings
         self._session_factory = session_factory
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._tokens: TokenSource | None = None
 
     def open(self) -> tuple[aioredis.Redis, Deliverer]:
         settings = self._settings
@@ -64,6 +69,7 @@ class WorkerResources:
             )
             self._closers.append(source.aclose)
             tokens = SharedTokenCache(redis, keys, source)
+        self._tokens = tokens
         client = CatapushClient(
             settings.catapush_url,
             tokens=tokens,
@@ -94,6 +100,17 @@ class WorkerResources:
             templates=load_templates(settings.templates_dir),
         )
         return redis, deliverer
+
+    async def warm_up(self) -> None:
+        """Take the shared token before the first send needs it, so the first sends are not
+        held up together by the OAuth round trip. A failure is only logged: the sends will
+        try again and retry with backoff."""
+        if self._tokens is None:
+            return
+        try:
+            await self._tokens.token()
+        except TokenUnavailable as exc:
+            log.warning("token.unavailable", error=str(exc))
 
     async def aclose(self) -> None:
         for close in reversed(self._closers):

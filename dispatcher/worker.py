@@ -43,6 +43,7 @@ async def serve_queue(settings: Settings, concurrency: int) -> None:
 
     resources = WorkerResources(settings)
     redis, deliverer = resources.open()
+    await resources.warm_up()
     queue = RedisQueue(
         redis,
         settings.namespace,
