@@ -14,7 +14,7 @@ import typer
 
 from dispatcher import __version__
 from dispatcher.errors import ConfigurationError, IntentRefused
-from dispatcher.settings import Settings, load_settings
+from dispatcher.settings import DEFAULT_CONCURRENCY, Settings, load_settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -146,7 +146,7 @@ def worker(
     processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     threads: Annotated[
         int, typer.Option(min=1, help="Sends in flight per process (on one event loop).")
-    ] = 128,
+    ] = DEFAULT_CONCURRENCY,
 ) -> None:
     """Consume the queue and send each intent to Catapush, until SIGTERM or SIGINT."""
     from dispatcher.worker import run_workers

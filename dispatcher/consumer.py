@@ -27,8 +27,8 @@ from dispatcher.delivery import Deliverer, Reschedule
 from dispatcher.logs import get_logger
 from dispatcher.messages import Queued, Unreadable, now_ms, read_message
 from dispatcher.queue import RedisQueue
+from dispatcher.settings import DEFAULT_CONCURRENCY
 
-DEFAULT_CONCURRENCY = 128
 FETCH_BATCH = 256
 IDLE_POLL_MIN_S = 0.005
 IDLE_POLL_MAX_S = 0.2

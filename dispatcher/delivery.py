@@ -41,14 +41,6 @@ class Limiter(Protocol):
     async def pause_all(self, seconds: float) -> None: ...
 
 
-class NoLimit:
-    async def acquire(self) -> None:
-        return None
-
-    async def pause_all(self, seconds: float) -> None:
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class Reschedule:
     """Send the intent again after `delay_ms`, as attempt number `attempt`.

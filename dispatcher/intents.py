@@ -32,8 +32,6 @@ from dispatcher.errors import IntentRefused
 
 __all__ = ["CatapushMessage", "Intent", "IntentRefused", "field_errors", "parse_intent"]
 
-SCHEMA_VERSION = 1
-
 MAX_TEXT_LENGTH = 32768
 MAX_NOTIFICATION_TEXT_LENGTH = 400
 MAX_FALLBACK_TEXT_UNITS = 1530

@@ -9,11 +9,12 @@ with its raw text instead of crashing or dropping it.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from dramatiq.common import q_name
+from dramatiq.common import dq_name, q_name
 
 DELIVER_ACTOR = "deliver"
 RAW_TEXT_LIMIT = 100_000
@@ -41,6 +42,29 @@ def message_body(
             "message_timestamp": now_ms(),
         }
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message ready to write: its id, the queue it goes on and its body."""
+
+    message_id: str
+    queue_name: str
+    body: bytes
+
+
+def outgoing(queue_name: str, intent: Any, *, attempt: int, delay_ms: int) -> Outgoing:
+    """The message for an attempt; a delayed one waits on dramatiq's delay queue until its eta."""
+    message_id = str(uuid.uuid4())
+    if delay_ms > 0:
+        target = dq_name(queue_name)
+        body = message_body(
+            target, intent, attempt=attempt, message_id=message_id, eta_ms=now_ms() + delay_ms
+        )
+    else:
+        target = queue_name
+        body = message_body(target, intent, attempt=attempt, message_id=message_id)
+    return Outgoing(message_id, target, body)
 
 
 @dataclass(frozen=True, slots=True)

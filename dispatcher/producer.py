@@ -8,7 +8,6 @@ interchangeable. Many intents go in one round trip.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,7 +15,7 @@ import redis
 
 from dispatcher.intents import Intent, parse_intent
 from dispatcher.logs import get_logger
-from dispatcher.messages import message_body
+from dispatcher.messages import outgoing
 from dispatcher.render import Templates, check_template
 from dispatcher.settings import Settings, load_settings
 from dispatcher.templates import load_templates
@@ -37,7 +36,7 @@ class Producer:
     ) -> None:
         self._redis = redis.Redis.from_url(redis_url)
         self._queue_name = queue_name
-        self._queue_key = f"{namespace}:{queue_name}"
+        self._namespace = namespace
         self._templates = templates
 
     @classmethod
@@ -86,16 +85,10 @@ class Producer:
     def _push(self, items: list[tuple[dict[str, Any], int, int]]) -> None:
         with self._redis.pipeline(transaction=False) as pipe:
             for intent, attempt, delay_ms in items:
-                message_id = str(uuid.uuid4())
-                # A delayed message waits on dramatiq's delay queue until its eta.
-                queue = f"{self._queue_name}.DQ" if delay_ms > 0 else self._queue_name
-                eta = time.time_ns() // 1_000_000 + delay_ms if delay_ms > 0 else None
-                body = message_body(
-                    queue, intent, attempt=attempt, message_id=message_id, eta_ms=eta
-                )
-                key = f"{self._queue_key}.DQ" if delay_ms > 0 else self._queue_key
-                pipe.hset(f"{key}.msgs", message_id, body)
-                pipe.rpush(key, message_id)
+                message = outgoing(self._queue_name, intent, attempt=attempt, delay_ms=delay_ms)
+                key = f"{self._namespace}:{message.queue_name}"
+                pipe.hset(f"{key}.msgs", message.message_id, message.body)
+                pipe.rpush(key, message.message_id)
             pipe.execute()
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ import orjson
 from dramatiq.brokers.redis import _scripts as dramatiq_scripts
 from dramatiq.common import dq_name
 
-from dispatcher.messages import message_body, now_ms
+from dispatcher.messages import now_ms, outgoing
 
 # Same bookkeeping as dramatiq's fetch (heartbeat, ack set), but returns id/body pairs.
 _FETCH = """
@@ -135,20 +135,11 @@ class RedisQueue:
 
     async def enqueue(self, intent: Any, *, attempt: int, delay_ms: int) -> None:
         """Put an intent back for a later attempt: on the delay queue, as dramatiq does."""
-        message_id = str(uuid.uuid4())
-        delayed = delay_ms > 0
-        queue = self.delay_queue_name if delayed else self.queue_name
-        body = message_body(
-            queue,
-            intent,
-            attempt=attempt,
-            message_id=message_id,
-            eta_ms=now_ms() + delay_ms if delayed else None,
-        )
-        key = f"{self.namespace}:{queue}"
+        message = outgoing(self.queue_name, intent, attempt=attempt, delay_ms=delay_ms)
+        key = f"{self.namespace}:{message.queue_name}"
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(f"{key}.msgs", message_id, body)
-            pipe.rpush(key, message_id)
+            pipe.hset(f"{key}.msgs", message.message_id, message.body)
+            pipe.rpush(key, message.message_id)
             await pipe.execute()
 
     async def promote(self, delayed_id: str, body: bytes) -> bool:

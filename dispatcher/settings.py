@@ -26,6 +26,8 @@ DEFAULT_BACKOFF_MIN_MS = 1_000
 DEFAULT_BACKOFF_MAX_MS = 600_000
 DEFAULT_HTTP_TIMEOUT_S = 10.0
 DEFAULT_SHUTDOWN_GRACE_S = 30.0
+# Sends in flight per worker process (`dispatcher worker --threads`).
+DEFAULT_CONCURRENCY = 128
 
 KeyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from types import FrameType
 
-from dispatcher.consumer import DEFAULT_CONCURRENCY, Consumer
+from dispatcher.consumer import Consumer
 from dispatcher.logs import configure_logging, get_logger
 from dispatcher.messages import DELIVER_ACTOR
 from dispatcher.queue import RedisQueue
@@ -25,8 +25,6 @@ from dispatcher.resources import WorkerResources
 from dispatcher.settings import Settings, load_settings
 from dispatcher.templates import load_templates
 
-DEFAULT_THREADS = DEFAULT_CONCURRENCY
-DEFAULT_PROCESSES = 1
 RESTART_DELAY_S = 1.0
 # A message is redelivered once its worker's heartbeat is this old (dramatiq: 60 s).
 HEARTBEAT_TIMEOUT_MS = 15_000
