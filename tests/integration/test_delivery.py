@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from dispatcher.producer import Producer
+from dispatcher.sandbox import DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
 from tests.conftest import MOBILE_APP_ID, wait_until
@@ -110,6 +111,12 @@ def test_tokens_expiring_every_three_seconds_cost_one_oauth_call_per_expiry(
     assert gaps, "the tokens never expired during the run"
     assert min(gaps) >= 2.9, gaps
     assert len(oauth) <= duration / 3 + 2
+    # Neither the client secret nor any token reached the worker's log.
+    log_text = worker.log_text()
+    issued = [entry["token"] for entry in sandbox.admin.requests(kind="oauth")]
+    assert issued
+    assert all(token not in log_text for token in issued)
+    assert DEFAULT_CLIENT_SECRET not in log_text
     assert any(entry["status"] == 401 for entry in sandbox.admin.requests(kind="messages"))
 
 
