@@ -3,6 +3,7 @@ callbacks Catapush sent for it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 import orjson
@@ -13,8 +14,50 @@ from dispatcher.keys import Keys
 from dispatcher.receipts import ReceiptReader
 from dispatcher.settings import Settings
 
+# Messages read per HSCAN call while looking for an intent on the queues.
+SCAN_BATCH = 1000
 
-def _delivery(client: redis.Redis, keys: Keys, intent_id: str) -> dict[str, Any]:
+
+def find_queued(client: redis.Redis, messages_key: str, intent_id: str) -> dict[str, Any] | None:
+    """The queued message carrying `intent_id` in the hash `messages_key`, if there is one.
+
+    Scans the bodies: an ops command may take a moment on a long queue, and in exchange
+    intake writes nothing beyond the message itself.
+    """
+    needle = re.compile(rb'"id"\s*:\s*"' + re.escape(intent_id.encode()) + rb'"')
+    for _, body in client.hscan_iter(messages_key, count=SCAN_BATCH):
+        if needle.search(body) is None:
+            continue
+        try:
+            message: Any = orjson.loads(body)
+            intent = message["args"][0]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+            continue
+        if isinstance(intent, dict) and intent.get("id") == intent_id:
+            return cast(dict[str, Any], message)
+    return None
+
+
+def _waiting(
+    client: redis.Redis, keys: Keys, queue_name: str, intent_id: str
+) -> dict[str, Any] | None:
+    queued = find_queued(client, f"{keys.queue(queue_name)}.msgs", intent_id)
+    if queued is not None:
+        return {"id": intent_id, "state": "queued", "attempt": _attempt(queued)}
+    delayed = find_queued(client, f"{keys.delay_queue(queue_name)}.msgs", intent_id)
+    if delayed is not None:
+        eta = delayed.get("options", {}).get("eta")
+        return {"id": intent_id, "state": "retrying", "attempt": _attempt(delayed), "eta_ms": eta}
+    return None
+
+
+def _attempt(message: dict[str, Any]) -> int:
+    kwargs = message.get("kwargs")
+    attempt = kwargs.get("attempt", 1) if isinstance(kwargs, dict) else 1
+    return attempt if isinstance(attempt, int) else 1
+
+
+def _delivery(client: redis.Redis, keys: Keys, queue_name: str, intent_id: str) -> dict[str, Any]:
     receipt = ReceiptReader(client, keys).get(intent_id)
     if receipt is not None:
         return {
@@ -37,7 +80,8 @@ def _delivery(client: redis.Redis, keys: Keys, intent_id: str) -> dict[str, Any]
         }
     if client.exists(keys.claim(intent_id)):
         return {"id": intent_id, "state": "sending"}
-    return {"id": intent_id, "state": "unknown"}
+    waiting = _waiting(client, keys, queue_name, intent_id)
+    return waiting if waiting is not None else {"id": intent_id, "state": "unknown"}
 
 
 def callback_events(client: redis.Redis, keys: Keys, intent_id: str) -> list[Any]:
@@ -53,14 +97,15 @@ def callback_events(client: redis.Redis, keys: Keys, intent_id: str) -> list[Any
 
 
 def intent_status(client: redis.Redis, settings: Settings, intent_id: str) -> dict[str, Any]:
-    """The state (sent, dead, sending or unknown) and every callback stored for the intent.
+    """The state (sent, dead, sending, queued, retrying or unknown) and every callback stored
+    for the intent.
 
     The state comes from the receipt and the dead letter only: callbacks tell what happened
     on the devices, and an intent may have callbacks but no receipt (a worker killed between
     Catapush's answer and the receipt, or a receipt that expired first).
     """
     keys = Keys(settings.namespace)
-    report = _delivery(client, keys, intent_id)
+    report = _delivery(client, keys, settings.queue, intent_id)
     report["callbacks"] = callback_events(client, keys, intent_id)
     return report
 

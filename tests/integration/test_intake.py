@@ -13,6 +13,7 @@ import redis
 
 import dispatcher
 from dispatcher.errors import IntentRefused
+from dispatcher.producer import Producer
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
 from tests.conftest import wait_until
@@ -170,3 +171,26 @@ def test_a_dramatiq_producer_is_delivered(
         lambda: all_sent(redis_client, settings, ["from-dramatiq"]), timeout=30, what="receipt"
     )
     assert [e["messageRef"] for e in sandbox.admin.requests(kind="messages")] == ["from-dramatiq"]
+
+
+def test_status_tells_queued_and_retrying_intents_apart(
+    settings: Settings, settings_env: dict[str, str]
+) -> None:
+    """`dispatcher status` finds an intent waiting on the queue or on the delay queue."""
+    producer = Producer.from_settings(settings)
+    producer.enqueue({"id": "wait-12", "recipients": ["a"], "text": "x"})
+    producer.enqueue({"id": "wait-1", "recipients": ["a"], "text": "x"})
+    producer.requeue(
+        {"id": "later-1", "recipients": ["a"], "text": "x"}, attempt=3, delay_ms=60_000
+    )
+    producer.close()
+
+    queued = json.loads(run_cli(settings_env, "status", "wait-1", "--json").stdout)
+    retrying = json.loads(run_cli(settings_env, "status", "later-1", "--json").stdout)
+    unknown = run_cli(settings_env, "status", "never-seen", "--json")
+
+    assert (queued["state"], queued["attempt"]) == ("queued", 1)
+    assert (retrying["state"], retrying["attempt"]) == ("retrying", 3)
+    assert retrying["eta_ms"] > 0
+    assert unknown.returncode == 1
+    assert json.loads(unknown.stdout)["state"] == "unknown"
