@@ -79,6 +79,7 @@ class Consumer:
             self._acks_waiting.set()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self._give_back_delayed()
+            await self._retire()
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -209,6 +210,14 @@ class Consumer:
             seconds=round(time.monotonic() - started, 2),
             given_back=len(late),
         )
+
+    async def _retire(self) -> None:
+        try:
+            if not await self._queue.retire():
+                # Something is still taken: the sweep hands it back once the beat is old.
+                log.warning("worker.left_messages_taken")
+        except RedisError as exc:
+            log.warning("worker.retire_failed", error=repr(exc))
 
     async def _give_back_delayed(self) -> None:
         ids = [redis_id for _, redis_id, _ in self._delayed]

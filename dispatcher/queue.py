@@ -73,6 +73,20 @@ end
 return 1
 """
 
+# KEYS: namespace. ARGV: worker, queues... Takes a stopped worker off the heartbeat list
+# when it holds nothing, so the sweep has no dead worker to look for (dramatiq's sweep
+# lists the namespace's keys for each dead worker it finds).
+_RETIRE = """
+local namespace, worker_id = KEYS[1], ARGV[1]
+for i = 2, #ARGV do
+    if redis.call('scard', namespace .. ':__acks__.' .. worker_id .. '.' .. ARGV[i]) > 0 then
+        return 0
+    end
+end
+redis.call('zrem', namespace .. ':__heartbeats__', worker_id)
+return 1
+"""
+
 # KEYS: namespace. ARGV: delay queue, target queue, worker, delayed id, new id, new body.
 # Moves a due message from the delay queue onto its queue, atomically.
 _PROMOTE = """
@@ -113,6 +127,7 @@ class RedisQueue:
         self._ack = redis.register_script(_ACK)
         self._requeue = redis.register_script(_REQUEUE)
         self._promote = redis.register_script(_PROMOTE)
+        self._retire = redis.register_script(_RETIRE)
         self._dispatch = redis.register_script(dramatiq_scripts["dispatch"])
         self._maxstack = redis.register_script(dramatiq_scripts["maxstack"])
         self._max_unpack: int | None = None
@@ -169,6 +184,15 @@ class RedisQueue:
                     new_id,
                     moved,
                 ],
+            )
+        )
+
+    async def retire(self) -> bool:
+        """Leave the heartbeat list if every message this worker took was given back."""
+        return bool(
+            await self._retire(
+                keys=[self.namespace],
+                args=[self.worker_id, self.queue_name, self.delay_queue_name],
             )
         )
 

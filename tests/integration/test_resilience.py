@@ -335,6 +335,11 @@ def test_sigterm_drains_in_flight_sends_and_leaves_the_rest_queued(
         accepted_before_stop
     )
     assert len(accepted_before_stop) < 40
+    # It gave back all it held and left the heartbeat list: no sweep has to look for it.
+    assert redis_client.zcard(f"{settings.namespace}:__heartbeats__") == 0
+    assert redis_client.llen(f"{settings.namespace}:notifications") == 40 - len(
+        accepted_before_stop
+    )
 
     sandbox.admin.set_latency(0)
     start_worker(threads=8)
