@@ -147,13 +147,23 @@ def worker(
     threads: Annotated[
         int, typer.Option(min=1, help="Sends in flight per process (on one event loop).")
     ] = DEFAULT_CONCURRENCY,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve /healthz and /metrics on this port (process i: port + i).",
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "0.0.0.0",
 ) -> None:
     """Consume the queue and send each intent to Catapush, until SIGTERM or SIGINT."""
-    from dispatcher.worker import run_workers
+    from dispatcher.worker import Probe, run_workers
 
     settings = _settings()
+    probe = None if metrics_port is None else Probe(metrics_host, metrics_port)
     try:
-        code = run_workers(settings, processes=processes, threads=threads)
+        code = run_workers(settings, processes=processes, threads=threads, probe=probe)
     except ConfigurationError as exc:
         _fail(str(exc), EXIT_USAGE)
     raise typer.Exit(code)

@@ -17,15 +17,18 @@ import asyncio
 import contextlib
 import heapq
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
 from dispatcher.backoff import backoff_delay_ms
-from dispatcher.delivery import Deliverer, Reschedule
+from dispatcher.delivery import AttemptResult, Deliverer, Reschedule, Skipped
 from dispatcher.logs import get_logger
 from dispatcher.messages import Queued, Unreadable, now_ms, read_message
+from dispatcher.outcome import DeadLetter, Sent
 from dispatcher.queue import RedisQueue
 from dispatcher.settings import DEFAULT_CONCURRENCY
 
@@ -38,6 +41,28 @@ DELAY_HELD_MAX = 10_000
 REDIS_ERROR_PAUSE_S = 1.0
 
 log = get_logger(__name__)
+
+
+@dataclass
+class ConsumerStats:
+    """What this process did since it started; exposed on the worker's /metrics."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    last_beat: float | None = None  # monotonic time of the last heartbeat Redis took
+
+    def count(self, result: AttemptResult, attempt: int) -> None:
+        if isinstance(result, Sent):
+            self.outcomes["sent"] += 1
+        elif isinstance(result, Skipped):
+            self.outcomes["skipped"] += 1
+        elif isinstance(result, DeadLetter):
+            self.outcomes["dead_lettered"] += 1
+            self.dead_letters[result.reason] += 1
+        elif result.attempt > attempt:
+            self.outcomes["retried"] += 1
+        else:
+            self.outcomes["deferred"] += 1
 
 
 class Consumer:
@@ -64,6 +89,11 @@ class Consumer:
         self._acks: list[str] = []
         self._acks_waiting = asyncio.Event()
         self._delayed: list[tuple[int, str, bytes]] = []
+        self.stats = ConsumerStats()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
 
     async def run(self, stop: asyncio.Event) -> None:
         helpers = [
@@ -116,7 +146,9 @@ class Consumer:
     async def _handle(self, message: Queued | Unreadable) -> None:
         if isinstance(message, Unreadable):
             try:
-                await self._deliverer.bury_unreadable(message.raw, message.problem)
+                self.stats.count(
+                    await self._deliverer.bury_unreadable(message.raw, message.problem), 0
+                )
             except Exception as exc:
                 log.error("delivery.recovery_failed", error=repr(exc))
                 await self._give_back(message.redis_id)
@@ -125,6 +157,7 @@ class Consumer:
             return
         try:
             result = await self._deliverer.attempt(message.intent, message.attempt)
+            self.stats.count(result, message.attempt)
             if isinstance(result, Reschedule):
                 await self._queue.enqueue(
                     result.intent, attempt=result.attempt, delay_ms=result.delay_ms
@@ -132,6 +165,7 @@ class Consumer:
         except Exception as exc:
             # A bug or an outage must not lose the intent: count a failed attempt and try
             # again later; once the attempts are spent, dead-letter it.
+            self.stats.outcomes["crashed"] += 1
             if not await self._recover(message, exc):
                 await self._give_back(message.redis_id)
                 return
@@ -251,6 +285,7 @@ class Consumer:
         while not stop.is_set():
             try:
                 await self._queue.heartbeat()
+                self.stats.last_beat = time.monotonic()
             except RedisError as exc:
                 log.warning("heartbeat.failed", error=repr(exc))
             await _sleep_unless(stop, HEARTBEAT_INTERVAL_S)

@@ -41,6 +41,7 @@ from dispatcher.callbacks import (
     parse_callback,
 )
 from dispatcher.errors import IntentRefused
+from dispatcher.exposition import family, label
 from dispatcher.intents import Intent, parse_intent
 from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
@@ -71,10 +72,6 @@ log = get_logger(__name__)
 # -- Metrics ------------------------------------------------------------------------------------
 
 
-def _label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 @dataclass
 class Metrics:
     """Counters of this process since it started; Prometheus computes rates from them."""
@@ -87,19 +84,13 @@ class Metrics:
     def render(self, depths: Mapping[str, int] | None) -> str:
         """The text exposition; `depths` holds the Redis gauges, None when Redis failed."""
         lines: list[str] = []
-
-        def family(name: str, kind: str, help_text: str, samples: list[tuple[str, int]]) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {value}" for labels, value in samples)
-
-        family(
+        lines += family(
             "dispatcher_intake_accepted_total",
             "counter",
             "Intents accepted over HTTP and put on the queue.",
             [("", self.intake_accepted)],
         )
-        family(
+        lines += family(
             "dispatcher_intake_refused_total",
             "counter",
             "Intents refused over HTTP (a refused batch counts all its intents, "
@@ -107,19 +98,19 @@ class Metrics:
             [("", self.intake_refused)],
         )
         # Every documented status is exposed from the start, so that rate() sees the first one.
-        family(
+        lines += family(
             "dispatcher_callbacks_total",
             "counter",
             "Catapush status callbacks stored, by status.",
-            [(f'{{status="{_label_value(name)}"}}', self.callbacks[name]) for name in STATUSES],
+            [(label("status", name), self.callbacks[name]) for name in STATUSES],
         )
-        family(
+        lines += family(
             "dispatcher_callbacks_refused_total",
             "counter",
             "Catapush status callbacks refused: malformed, or without the right secret.",
             [("", self.callbacks_refused)],
         )
-        family(
+        lines += family(
             "dispatcher_redis_up",
             "gauge",
             "1 if Redis answered this scrape, else 0 (the depth gauges are then left out).",
@@ -135,7 +126,7 @@ class Metrics:
             ("dispatcher_dead_letters", "dead_letters", "Entries in the dead-letter store."),
         )
         for name, key, help_text in gauges:
-            family(name, "gauge", help_text, [] if depths is None else [("", depths[key])])
+            lines += family(name, "gauge", help_text, [] if depths is None else [("", depths[key])])
         return "\n".join(lines) + "\n"
 
 

@@ -15,11 +15,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 from dispatcher.consumer import Consumer
+from dispatcher.errors import ConfigurationError
 from dispatcher.logs import configure_logging, get_logger
 from dispatcher.messages import DELIVER_ACTOR
+from dispatcher.probe import start_probe
 from dispatcher.queue import RedisQueue
 from dispatcher.resources import WorkerResources
 from dispatcher.settings import Settings, load_settings
@@ -32,7 +35,15 @@ HEARTBEAT_TIMEOUT_MS = 15_000
 log = get_logger(__name__)
 
 
-async def serve_queue(settings: Settings, concurrency: int) -> None:
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Where a worker process serves /healthz and /metrics."""
+
+    host: str
+    port: int
+
+
+async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None = None) -> None:
     """Consume the queue until SIGTERM or SIGINT, then drain."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -65,10 +76,22 @@ async def serve_queue(settings: Settings, concurrency: int) -> None:
         queue=settings.queue,
         actor=DELIVER_ACTOR,
     )
+    runner = None
     started = time.monotonic()
     try:
+        if probe is not None:
+            try:
+                runner = await start_probe(consumer, probe.host, probe.port)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"--metrics-port: cannot listen on {probe.host}:{probe.port}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+            log.info("probe.started", host=probe.host, port=probe.port)
         await consumer.run(stop)
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await resources.aclose()
     log.info("worker.stopped", pid=os.getpid(), uptime_s=round(time.monotonic() - started, 1))
 
@@ -82,33 +105,39 @@ def _stopper(stop: asyncio.Event, signum: int) -> Callable[[], None]:
     return on_signal
 
 
-def run_worker_process(settings: Settings, threads: int) -> int:
+def run_worker_process(settings: Settings, threads: int, probe: Probe | None = None) -> int:
     """Serve the queue in this process until SIGTERM or SIGINT; returns the exit status."""
     configure_logging(settings.log_format)
-    asyncio.run(serve_queue(settings, threads))
+    asyncio.run(serve_queue(settings, threads, probe))
     return 0
 
 
-def _child_main(threads: int) -> None:
+def _child_main(threads: int, probe: Probe | None) -> None:
     # Settings are read again in the child from the same environment the parent validated.
-    raise SystemExit(run_worker_process(load_settings(), threads))
+    raise SystemExit(run_worker_process(load_settings(), threads, probe))
 
 
-def run_workers(settings: Settings, *, processes: int, threads: int) -> int:
-    """Run `processes` worker processes (in this process when it is one)."""
+def run_workers(
+    settings: Settings, *, processes: int, threads: int, probe: Probe | None = None
+) -> int:
+    """Run `processes` worker processes (in this process when it is one).
+
+    With a probe, process number i (from 0) serves it on `probe.port + i`.
+    """
     settings.require_credentials()
     # Fail before any process starts: a broken template folder is a configuration error.
     load_templates(settings.templates_dir)
     if processes == 1:
-        return run_worker_process(settings, threads)
+        return run_worker_process(settings, threads, probe)
 
     configure_logging(settings.log_format)
     context = multiprocessing.get_context("spawn")
     children: list[multiprocessing.process.BaseProcess] = []
     stopping = threading.Event()
 
-    def start_child() -> multiprocessing.process.BaseProcess:
-        child = context.Process(target=_child_main, args=(threads,), daemon=False)
+    def start_child(index: int) -> multiprocessing.process.BaseProcess:
+        own = None if probe is None else Probe(probe.host, probe.port + index)
+        child = context.Process(target=_child_main, args=(threads, own), daemon=False)
         child.start()
         return child
 
@@ -120,7 +149,7 @@ def run_workers(settings: Settings, *, processes: int, threads: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    children.extend(start_child() for _ in range(processes))
+    children.extend(start_child(index) for index in range(processes))
     log.info("workers.started", processes=processes, threads=threads)
 
     while not stopping.is_set():
@@ -128,7 +157,7 @@ def run_workers(settings: Settings, *, processes: int, threads: int) -> int:
             if not child.is_alive() and not stopping.is_set():
                 log.error("worker.died", pid=child.pid, exitcode=child.exitcode)
                 time.sleep(RESTART_DELAY_S)
-                children[index] = start_child()
+                children[index] = start_child(index)
         stopping.wait(0.5)
 
     deadline = time.monotonic() + settings.shutdown_grace_s + 5

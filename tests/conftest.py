@@ -175,8 +175,17 @@ class DispatcherProcess:
 class WorkerProcess(DispatcherProcess):
     """`dispatcher worker` in a subprocess, its JSON log kept for assertions."""
 
-    def __init__(self, env: dict[str, str], *, processes: int = 1, threads: int = 8) -> None:
-        super().__init__(env, "worker", "--processes", str(processes), "--threads", str(threads))
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        processes: int = 1,
+        threads: int = 8,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(
+            env, "worker", "--processes", str(processes), "--threads", str(threads), *extra
+        )
 
 
 @pytest.fixture

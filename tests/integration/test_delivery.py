@@ -6,14 +6,16 @@ import itertools
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
+from dispatcher.localredis import free_port
 from dispatcher.producer import Producer
 from dispatcher.sandbox import DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
-from tests.conftest import MOBILE_APP_ID, wait_until
+from tests.conftest import MOBILE_APP_ID, WorkerProcess, wait_until
 from tests.integration.helpers import accepted_refs, all_sent, enqueue_many
 
 
@@ -137,3 +139,41 @@ def test_a_text_at_the_limit_is_delivered(
     start_worker()
     wait_until(lambda: all_sent(redis_client, settings, [intent_id]), timeout=30, what="receipt")
     assert accepted_refs(sandbox) == Counter({"long-text": 1})
+
+
+def test_a_worker_serves_its_health_and_metrics(
+    settings: Settings,
+    settings_env: dict[str, str],
+    sandbox: SandboxProcess,
+    redis_client: redis.Redis,
+) -> None:
+    """`--metrics-port` serves /healthz once the heartbeat runs, and /metrics counts outcomes."""
+    port = free_port()
+    worker = WorkerProcess(settings_env, threads=8, extra=("--metrics-port", str(port)))
+    try:
+        probe = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+
+        def healthy() -> bool:
+            try:
+                return probe.get("/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, timeout=30, what="the worker's /healthz")
+        sandbox.admin.add_fault(status=403, identifier="user1")
+        ids = enqueue_many(settings, 3)
+        wait_until(lambda: all_sent(redis_client, settings, [ids[0], ids[2]]), timeout=30, what="2")
+        wait_until(
+            lambda: (
+                'dispatcher_dead_lettered_total{reason="rejected"} 1' in probe.get("/metrics").text
+            ),
+            timeout=10,
+            what="the dead letter to be counted",
+        )
+        metrics = probe.get("/metrics").text
+        assert 'dispatcher_deliveries_total{outcome="sent"} 2' in metrics
+        assert 'dispatcher_deliveries_total{outcome="dead_lettered"} 1' in metrics
+        assert "# TYPE dispatcher_sends_in_flight gauge" in metrics
+        probe.close()
+    finally:
+        worker.close()
