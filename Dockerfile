@@ -70,7 +70,7 @@ WORKDIR /app
 USER 10001:10001
 
 # `dispatcher serve` listens here when started with --port 8000; the worker opens no port.
-EXPOSE 8000
+EXPOSE 8000 9090
 
 # The worker stops taking messages and drains in-flight sends on SIGTERM.
 STOPSIGNAL SIGTERM
