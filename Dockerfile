@@ -69,7 +69,7 @@ WORKDIR /app
 
 USER 10001:10001
 
-# `dispatcher serve` listens here when started with --port 8000; the worker opens no port.
+# `dispatcher serve --port 8000`, and `dispatcher worker --metrics-port 9090` (its /healthz and /metrics).
 EXPOSE 8000 9090
 
 # The worker stops taking messages and drains in-flight sends on SIGTERM.
