@@ -27,8 +27,9 @@ from dispatcher.tokens import (
 # A claim must outlive the slowest send it guards: the HTTP timeout twice (a 401 resends),
 # plus a margin.
 CLAIM_MARGIN_MS = 5_000
-REDIS_CONNECTIONS = 64
-REDIS_POOL_WAIT_S = 20.0
+# Connections for the consumer's own loops (fetch, acks, delay queue, heartbeat, limiter)
+# on top of one per send in flight.
+REDIS_SPARE_CONNECTIONS = 16
 
 log = get_logger(__name__)
 
@@ -37,9 +38,14 @@ class WorkerResources:
     """Build with `open()` on the worker's event loop; `aclose()` when the worker stops."""
 
     def __init__(
-        self, settings: Settings, *, session_factory: SessionFactory = default_session
+        self,
+        settings: Settings,
+        *,
+        concurrency: int,
+        session_factory: SessionFactory = default_session,
     ) -> None:
         self._settings = settings
+        self._concurrency = concurrency
         self._session_factory = session_factory
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._tokens: TokenSource | None = None
@@ -47,9 +53,10 @@ class WorkerResources:
     def open(self) -> tuple[aioredis.Redis, Deliverer]:
         settings = self._settings
         keys = Keys(settings.namespace)
-        # Sends wait for a free connection instead of failing when all are busy.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
+        # A send holds at most one connection at a time, so this many can never run out;
+        # a blocking pool would cost a timer per command to guard against that.
+        pool = aioredis.ConnectionPool.from_url(
+            settings.redis_url, max_connections=self._concurrency + REDIS_SPARE_CONNECTIONS
         )
         redis = aioredis.Redis(connection_pool=pool)
         tokens: TokenSource

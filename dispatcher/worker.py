@@ -50,7 +50,7 @@ async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopper(stop, signum))
 
-    resources = WorkerResources(settings)
+    resources = WorkerResources(settings, concurrency=concurrency)
     redis, deliverer = resources.open()
     await resources.warm_up()
     queue = RedisQueue(
