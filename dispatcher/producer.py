@@ -33,8 +33,12 @@ class Producer:
         queue_name: str,
         *,
         templates: Templates | None = None,
+        timeout_s: float | None = None,
     ) -> None:
-        self._redis = redis.Redis.from_url(redis_url)
+        # A timeout turns a hung Redis into an error instead of a wait without end.
+        self._redis = redis.Redis.from_url(
+            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
         self._queue_name = queue_name
         self._namespace = namespace
         self._templates = templates

@@ -146,17 +146,6 @@ class ServerState:
 STATE: Final = web.AppKey("state", ServerState)
 
 
-def _producer_url(redis_url: str) -> str:
-    # `Producer` builds its client from the URL alone, so the timeouts travel in the URL.
-    # redis-py takes the first value of a repeated query parameter: timeouts the operator
-    # wrote into DISPATCHER_REDIS_URL come first and win.
-    separator = "&" if "?" in redis_url else "?"
-    return (
-        f"{redis_url}{separator}socket_timeout={REDIS_TIMEOUT_S}"
-        f"&socket_connect_timeout={REDIS_TIMEOUT_S}"
-    )
-
-
 def _callback_secret(settings: Settings) -> bytes | None:
     secret = settings.callback_secret
     if secret is None or not secret.get_secret_value():
@@ -414,10 +403,11 @@ def build_app(settings: Settings) -> web.Application:
 
     async def resources(app: web.Application) -> Any:
         producer = Producer(
-            _producer_url(settings.redis_url),
+            settings.redis_url,
             settings.namespace,
             settings.queue,
             templates=templates,
+            timeout_s=REDIS_TIMEOUT_S,
         )
         client = aioredis.Redis.from_url(
             settings.redis_url,
