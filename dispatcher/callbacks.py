@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import CallbackRefused
 from dispatcher.intents import ID_PATTERN
 
 __all__ = [
@@ -73,15 +73,6 @@ MAX_VALUE_LENGTH: Final = 1000
 # every callback.
 _KEY_PART = re.compile(r"^[!-~]{1,100}$")
 _MESSAGE_REF = re.compile(ID_PATTERN)
-
-
-class CallbackRefused(DispatcherError, ValueError):
-    """A callback that is not a valid `MessageStatus`; `key` names the offending key."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

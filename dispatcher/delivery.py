@@ -17,11 +17,10 @@ from typing import Any, Protocol
 
 from dispatcher.backoff import backoff_delay_ms
 from dispatcher.deadletters import AsyncDeadLetters, DeadLetterEntry
-from dispatcher.errors import CatapushError, CatapushRejected, IntentRefused
+from dispatcher.errors import CatapushError, CatapushRejected, IntentRefused, SlotUnavailable
 from dispatcher.intents import ID_PATTERN, Attachment, CatapushMessage, parse_intent
 from dispatcher.logs import get_logger
 from dispatcher.outcome import DeadLetter, RetryLater, Sent, decide, is_transient
-from dispatcher.ratelimit import SlotUnavailable
 from dispatcher.receipts import ClaimState, Receipt, Receipts
 from dispatcher.render import Templates, remaining_expire_time, render
 

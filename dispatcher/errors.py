@@ -3,6 +3,8 @@
     DispatcherError
     ├── ConfigurationError       a setting is missing or malformed (exit status 2)
     ├── IntentRefused            an intent can never be sent (`problems`: `<field>: <reason>`)
+    ├── CallbackRefused          a status callback that is not a valid MessageStatus
+    ├── SlotUnavailable          no rate-limit slot within the longest wait (not a failure)
     └── CatapushError            talking to Catapush failed
         ├── CatapushRejected     Catapush answered with an error status (status, title, detail)
         ├── CatapushUnreachable  no answer: timeout or connection error
@@ -30,6 +32,23 @@ class IntentRefused(DispatcherError, ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class CallbackRefused(DispatcherError, ValueError):
+    """A callback that is not a valid `MessageStatus`; `key` names the offending key."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class SlotUnavailable(DispatcherError):
+    """No rate-limit slot within the longest wait allowed; ask again in `retry_in_s`."""
+
+    def __init__(self, retry_in_s: float) -> None:
+        super().__init__(f"no rate-limit slot for {retry_in_s:.1f} s")
+        self.retry_in_s = retry_in_s
 
 
 class CatapushError(DispatcherError):

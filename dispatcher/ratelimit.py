@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import SlotUnavailable
 from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
 
@@ -67,14 +67,6 @@ if redis.call('pttl', KEYS[1]) < ms then
 end
 return 0
 """
-
-
-class SlotUnavailable(DispatcherError):
-    """No slot within the longest wait allowed; ask again in `retry_in_s`."""
-
-    def __init__(self, retry_in_s: float) -> None:
-        super().__init__(f"no rate-limit slot for {retry_in_s:.1f} s")
-        self.retry_in_s = retry_in_s
 
 
 # Adding intervals one by one drifts in floating point; without this slack an idle limiter
