@@ -15,7 +15,7 @@ from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.receipts import Receipts
-from dispatcher.settings import Settings
+from dispatcher.settings import Settings, secret_value
 from dispatcher.templates import load_templates
 from dispatcher.tokens import (
     OAuthTokenSource,
@@ -60,9 +60,9 @@ class WorkerResources:
         )
         redis = aioredis.Redis(connection_pool=pool)
         tokens: TokenSource
-        token = settings.catapush_access_token
-        if token is not None and token.get_secret_value():
-            tokens = PermanentToken(token.get_secret_value())
+        token = secret_value(settings.catapush_access_token)
+        if token is not None:
+            tokens = PermanentToken(token)
         else:
             # require_credentials() ran at start-up, so both are set here.
             assert settings.catapush_client_id is not None

@@ -46,7 +46,7 @@ from dispatcher.intents import Intent, parse_intent
 from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
 from dispatcher.producer import Producer
-from dispatcher.settings import Settings
+from dispatcher.settings import Settings, secret_value
 from dispatcher.templates import load_templates
 
 __all__ = ["MAX_BODY_BYTES", "Metrics", "build_app", "run_server"]
@@ -148,9 +148,8 @@ STATE: Final = web.AppKey("state", ServerState)
 
 def _callback_secret(settings: Settings) -> bytes | None:
     secret = settings.callback_secret
-    if secret is None or not secret.get_secret_value():
-        return None
-    return secret.get_secret_value().encode()
+    value = secret_value(secret)
+    return None if value is None else value.encode()
 
 
 # -- Answers -----------------------------------------------------------------------------------

@@ -32,8 +32,11 @@ DEFAULT_CONCURRENCY = 128
 KeyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
-def _is_set(secret: SecretStr | None) -> bool:
-    return secret is not None and bool(secret.get_secret_value())
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The secret's text, or None when it is unset or empty (an empty variable sets nothing)."""
+    if secret is None:
+        return None
+    return secret.get_secret_value() or None
 
 
 class Settings(BaseSettings):
@@ -82,7 +85,7 @@ class Settings(BaseSettings):
 
     def require_credentials(self) -> None:
         """Fail fast, before a worker starts, when no way to authenticate is configured."""
-        if _is_set(self.catapush_access_token):
+        if secret_value(self.catapush_access_token) is not None:
             return
         if not self.catapush_client_id:
             raise ConfigurationError(
@@ -90,7 +93,7 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}CATAPUSH_CLIENT_SECRET) unless "
                 f"{ENV_PREFIX}CATAPUSH_ACCESS_TOKEN is set"
             )
-        if not _is_set(self.catapush_client_secret):
+        if secret_value(self.catapush_client_secret) is None:
             raise ConfigurationError(
                 f"{ENV_PREFIX}CATAPUSH_CLIENT_SECRET: required with {ENV_PREFIX}CATAPUSH_CLIENT_ID"
             )
