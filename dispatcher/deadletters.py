@@ -74,6 +74,12 @@ def _score(entry: DeadLetterEntry) -> float:
     return datetime.fromisoformat(entry.dead_at.replace("Z", "+00:00")).timestamp()
 
 
+def _stage_add(pipe: Any, keys: Keys, entry: DeadLetterEntry) -> None:
+    """Queue on a pipeline (sync or async) the two writes that store an entry."""
+    pipe.hset(keys.dead_letters, entry.id, entry.to_json())
+    pipe.zadd(keys.dead_letter_index, {entry.id: _score(entry)})
+
+
 class AsyncDeadLetters:
     """Writes from the worker's event loop."""
 
@@ -83,8 +89,7 @@ class AsyncDeadLetters:
 
     async def add(self, entry: DeadLetterEntry) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.dead_letters, entry.id, entry.to_json())
-            pipe.zadd(self._keys.dead_letter_index, {entry.id: _score(entry)})
+            _stage_add(pipe, self._keys, entry)
             await pipe.execute()
 
 
@@ -97,8 +102,7 @@ class DeadLetters:
 
     def add(self, entry: DeadLetterEntry) -> None:
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.dead_letters, entry.id, entry.to_json())
-            pipe.zadd(self._keys.dead_letter_index, {entry.id: _score(entry)})
+            _stage_add(pipe, self._keys, entry)
             pipe.execute()
 
     def get(self, entry_id: str) -> DeadLetterEntry | None:
