@@ -118,13 +118,15 @@ class Deliverer:
                 attempts=attempt - 1,
                 intent=raw,
             )
+        # One reading of the clock: expiry and the expireTime sent must agree.
+        now_ms = self._clock_ms()
         if intent.id is None:
             # Raw producers may leave the id out; one is fixed now so retries keep it.
-            intent = intent.with_defaults(now_ms=self._clock_ms())
+            intent = intent.with_defaults(now_ms=now_ms)
         intent_id: str = intent.id  # type: ignore[assignment]
         wire = intent.to_wire()
 
-        remaining = remaining_expire_time(intent, now_ms=self._clock_ms())
+        remaining = remaining_expire_time(intent, now_ms=now_ms)
         if remaining is not None and remaining < 1:
             return await self._bury(
                 DeadLetter(
@@ -142,7 +144,7 @@ class Deliverer:
             message = render(
                 intent,
                 default_mobile_app_id=self._default_mobile_app_id,
-                now_ms=self._clock_ms(),
+                now_ms=now_ms,
                 notify_callback_url=self._notify_callback_url,
                 templates=self._templates,
             )
