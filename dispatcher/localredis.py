@@ -39,34 +39,55 @@ def free_port() -> int:
 
 
 class LocalRedis:
-    """Context manager: a private redis-server, no persistence, stopped on exit."""
+    """Context manager: a private redis-server, stopped on exit.
 
-    def __init__(self, *, port: int | None = None) -> None:
+    No persistence by default; `appendonly=True` keeps an AOF (fsync every second) in its
+    folder, so `kill()` then `start()` on the same port comes back with the data, as a
+    production Redis restarting does. `password` sets `requirepass`.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        password: str | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.appendonly = appendonly
+        self.password = password
         self._dir = tempfile.TemporaryDirectory(prefix="dispatcher-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def start(self) -> LocalRedis:
         log_path = Path(self._dir.name) / "redis.log"
+        extra = ["--requirepass", self.password] if self.password else []
         self._process = subprocess.Popen(
             [
                 redis_server_binary(),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "everysec",
                 "--dir", self._dir.name,
                 "--logfile", str(log_path),
                 "--protected-mode", "yes",
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + START_DEADLINE_S
         try:
             while True:
@@ -78,7 +99,7 @@ class LocalRedis:
                 try:
                     client.ping()
                     return self
-                except redis.ConnectionError:
+                except (redis.ConnectionError, redis.BusyLoadingError):
                     if time.monotonic() > deadline:
                         raise DispatcherError(
                             f"redis-server did not answer on port {self.port} "
@@ -87,6 +108,13 @@ class LocalRedis:
                     time.sleep(0.02)
         finally:
             client.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; its folder (and AOF) stays for `start()`."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=5)
+        self._process = None
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
