@@ -9,13 +9,12 @@ from dataclasses import dataclass
 class Keys:
     namespace: str
 
-    @property
-    def token(self) -> str:
-        return f"{self.namespace}:token"
+    def token(self, fingerprint: str) -> str:
+        """The shared OAuth token of the credentials `fingerprint` names (never the secret)."""
+        return f"{self.namespace}:token:{fingerprint}"
 
-    @property
-    def token_lock(self) -> str:
-        return f"{self.namespace}:token.lock"
+    def token_lock(self, fingerprint: str) -> str:
+        return f"{self.namespace}:token.lock:{fingerprint}"
 
     def receipt(self, intent_id: str) -> str:
         return f"{self.namespace}:receipt:{intent_id}"

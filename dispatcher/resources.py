@@ -34,6 +34,34 @@ REDIS_SPARE_CONNECTIONS = 16
 log = get_logger(__name__)
 
 
+async def _nothing_to_close() -> None:
+    return None
+
+
+def open_token_source(
+    settings: Settings, redis: aioredis.Redis
+) -> tuple[TokenSource, Callable[[], Awaitable[None]]]:
+    """Where sends take their token from, and how to close it: the permanent token, or the
+    OAuth token shared through `redis` under the fingerprint of these credentials."""
+    token = secret_value(settings.catapush_access_token)
+    if token is not None:
+        return PermanentToken(token), _nothing_to_close
+    # require_credentials() ran at start-up, so both are set here.
+    assert settings.catapush_client_id is not None
+    assert settings.catapush_client_secret is not None
+    source = OAuthTokenSource(
+        settings.catapush_url,
+        settings.catapush_client_id,
+        settings.catapush_client_secret.get_secret_value(),
+        timeout_s=settings.http_timeout_s,
+        user_agent=USER_AGENT,
+    )
+    cache = SharedTokenCache(
+        redis, Keys(settings.namespace), source, fingerprint=source.fingerprint
+    )
+    return cache, source.aclose
+
+
 class WorkerResources:
     """Build with `open()` on the worker's event loop; `aclose()` when the worker stops."""
 
@@ -59,23 +87,8 @@ class WorkerResources:
             settings.redis_url, max_connections=self._concurrency + REDIS_SPARE_CONNECTIONS
         )
         redis = aioredis.Redis(connection_pool=pool)
-        tokens: TokenSource
-        token = secret_value(settings.catapush_access_token)
-        if token is not None:
-            tokens = PermanentToken(token)
-        else:
-            # require_credentials() ran at start-up, so both are set here.
-            assert settings.catapush_client_id is not None
-            assert settings.catapush_client_secret is not None
-            source = OAuthTokenSource(
-                settings.catapush_url,
-                settings.catapush_client_id,
-                settings.catapush_client_secret.get_secret_value(),
-                timeout_s=settings.http_timeout_s,
-                user_agent=USER_AGENT,
-            )
-            self._closers.append(source.aclose)
-            tokens = SharedTokenCache(redis, keys, source)
+        tokens, close_tokens = open_token_source(settings, redis)
+        self._closers.append(close_tokens)
         self._tokens = tokens
         client = CatapushClient(
             settings.catapush_url,

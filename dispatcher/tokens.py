@@ -5,11 +5,16 @@ token that failed is dropped only if it is still the cached one (compare and del
 slower worker must not drop the fresh token another worker just fetched), one caller fetches
 a new token (single flight, under a lock that expires so a crashed holder cannot block the
 fleet), and the request is retried once.
+
+The token is cached under a fingerprint of the API URL and credentials it came from, so a
+worker started with rotated credentials (or pointed at another API) fetches its own token at
+once instead of sending with the one the old credentials obtained.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +32,10 @@ from dispatcher.logs import get_logger
 DEFAULT_LOCK_TTL_MS = 15_000
 DEFAULT_WAIT_DEADLINE_S = 20.0
 DEFAULT_POLL_INTERVAL_S = 0.02
+# 64 bits: collisions between the few credentials one namespace ever sees are out of reach.
+FINGERPRINT_HEX_CHARS = 16
+# NUL cannot occur in an environment variable, so no two (url, id, secret) join the same way.
+_FINGERPRINT_SEPARATOR = "\0"
 
 log = get_logger(__name__)
 
@@ -39,6 +48,14 @@ return 0
 """
 
 TokenFetcher = Callable[[], Awaitable[str]]
+
+
+def credentials_fingerprint(base_url: str, client_id: str, client_secret: str) -> str:
+    """Names the credentials in Redis keys and logs; the secret cannot be read back from it."""
+    joined = _FINGERPRINT_SEPARATOR.join((base_url.rstrip("/"), client_id, client_secret))
+    # os.environ turns bytes that are not UTF-8 into lone surrogates; they still name a secret.
+    data = joined.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:FINGERPRINT_HEX_CHARS]
 
 
 class OAuthTokenSource:
@@ -56,6 +73,7 @@ class OAuthTokenSource:
     ) -> None:
         self._client_id = client_id
         self._client_secret = client_secret
+        self.fingerprint = credentials_fingerprint(base_url, client_id, client_secret)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             timeout=timeout_s,
@@ -116,12 +134,15 @@ class SharedTokenCache:
         keys: Keys,
         fetch: TokenFetcher,
         *,
+        fingerprint: str,
         lock_ttl_ms: int = DEFAULT_LOCK_TTL_MS,
         wait_deadline_s: float = DEFAULT_WAIT_DEADLINE_S,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     ) -> None:
         self._redis = redis
-        self._keys = keys
+        self._token_key = keys.token(fingerprint)
+        self._lock_key = keys.token_lock(fingerprint)
+        self._fingerprint = fingerprint
         self._fetch = fetch
         self._lock_ttl_ms = lock_ttl_ms
         self._wait_deadline_s = wait_deadline_s
@@ -145,7 +166,7 @@ class SharedTokenCache:
         if self._memo == token:
             self._memo = None
         try:
-            dropped = await self._compare_and_delete(keys=[self._keys.token], args=[token])
+            dropped = await self._compare_and_delete(keys=[self._token_key], args=[token])
         except RedisError as exc:
             raise TokenUnavailable(f"token cache unreachable: {exc!r}") from exc
         if dropped:
@@ -155,22 +176,20 @@ class SharedTokenCache:
         deadline = time.monotonic() + self._wait_deadline_s
         try:
             while True:
-                cached = await self._redis.get(self._keys.token)
+                cached = await self._redis.get(self._token_key)
                 if cached is not None:
                     return _text(cached)
                 owner = secrets.token_hex(8)
-                if await self._redis.set(
-                    self._keys.token_lock, owner, nx=True, px=self._lock_ttl_ms
-                ):
+                if await self._redis.set(self._lock_key, owner, nx=True, px=self._lock_ttl_ms):
                     try:
                         # Another worker may have stored a token and released the lock
                         # between our read and our lock: look once more before fetching.
-                        cached = await self._redis.get(self._keys.token)
+                        cached = await self._redis.get(self._token_key)
                         if cached is not None:
                             return _text(cached)
                         return await self._refresh()
                     finally:
-                        await self._compare_and_delete(keys=[self._keys.token_lock], args=[owner])
+                        await self._compare_and_delete(keys=[self._lock_key], args=[owner])
                 if time.monotonic() >= deadline:
                     raise TokenUnavailable(
                         f"no token appeared within {self._wait_deadline_s:.0f} s while another "
@@ -183,8 +202,12 @@ class SharedTokenCache:
     async def _refresh(self) -> str:
         started = time.monotonic()
         token = await self._fetch()
-        await self._redis.set(self._keys.token, token)
-        log.info("token.refreshed", elapsed_ms=round((time.monotonic() - started) * 1000, 1))
+        await self._redis.set(self._token_key, token)
+        log.info(
+            "token.refreshed",
+            credentials=self._fingerprint,
+            elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+        )
         return token
 
 

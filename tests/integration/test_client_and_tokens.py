@@ -120,7 +120,7 @@ def _cache(
     source = OAuthTokenSource(
         sandbox.base_url, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, timeout_s=5
     )
-    return SharedTokenCache(client, keys, source), source, client
+    return SharedTokenCache(client, keys, source, fingerprint=source.fingerprint), source, client
 
 
 def test_many_callers_in_many_processes_fetch_one_token(
