@@ -1,8 +1,28 @@
-"""Names of every Redis key the dispatcher owns, all under `DISPATCHER_NAMESPACE`."""
+"""Names of every Redis key the dispatcher owns, all under `DISPATCHER_NAMESPACE`.
+
+The queue keys are dramatiq's, so dramatiq producers and this worker share queues; only
+the worker registry (`__workers__`) is the dispatcher's own.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+DELAY_SUFFIX = ".DQ"
+DEAD_LETTER_SUFFIX = ".XQ"
+
+
+def delay_queue_name(queue_name: str) -> str:
+    """dramatiq's name of the delay queue of `queue_name` (itself if it is one)."""
+    base = canonical_queue_name(queue_name)
+    return base + DELAY_SUFFIX
+
+
+def canonical_queue_name(queue_name: str) -> str:
+    """The queue a delay (`.DQ`) or dead-letter (`.XQ`) queue belongs to."""
+    if queue_name.endswith((DELAY_SUFFIX, DEAD_LETTER_SUFFIX)):
+        return queue_name[: -len(DELAY_SUFFIX)]
+    return queue_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +65,33 @@ class Keys:
         """dramatiq's list of message ids for a queue (its messages live in `<queue>.msgs`)."""
         return f"{self.namespace}:{queue_name}"
 
+    def queue_messages(self, queue_name: str) -> str:
+        """dramatiq's hash of message id -> body for a queue (or a delay queue)."""
+        return f"{self.queue(queue_name)}.msgs"
+
     def delay_queue(self, queue_name: str) -> str:
         """dramatiq's delay queue for `queue_name`: retries waiting for their eta."""
-        return f"{self.namespace}:{queue_name}.DQ"
+        return self.queue(delay_queue_name(queue_name))
+
+    def delay_queue_messages(self, queue_name: str) -> str:
+        return self.queue_messages(delay_queue_name(queue_name))
+
+    def acks(self, worker_id: str, queue_name: str) -> str:
+        """dramatiq's set of ids a worker took from a queue and has not acknowledged yet."""
+        return f"{self.namespace}:__acks__.{worker_id}.{queue_name}"
+
+    @property
+    def heartbeats(self) -> str:
+        """dramatiq's sorted set of worker id -> time of its last beat (ms)."""
+        return f"{self.namespace}:__heartbeats__"
+
+    @property
+    def workers(self) -> str:
+        """Hash of worker id -> JSON list of the queues it takes messages from.
+
+        It names a dead worker's ack sets, so sweeping them needs no scan of the keyspace.
+        """
+        return f"{self.namespace}:__workers__"
 
     def callbacks(self, message_ref: str) -> str:
         """List of Catapush status callbacks for an intent (its id is the `messageRef`)."""

@@ -1,106 +1,177 @@
-"""dramatiq's Redis queue protocol, spoken asynchronously and in batches.
+"""The Redis queue protocol, spoken asynchronously and in batches.
 
-The worker reads and writes the same keys as dramatiq's Redis broker, so any dramatiq
-producer, and dramatiq's own dead-worker sweep, work with it:
+Messages keep dramatiq's format and keys (names in `keys.Keys`), so any dramatiq producer
+enqueues for the worker:
 
-    <ns>:<queue>                  list of message ids waiting
-    <ns>:<queue>.msgs             hash id -> message body (JSON)
-    <ns>:<queue>.DQ / .DQ.msgs    the delay queue: messages with an `eta` option
+    <ns>:<queue>                    list of message ids waiting
+    <ns>:<queue>.msgs               hash id -> message body (JSON)
+    <ns>:<queue>.DQ / .DQ.msgs      the delay queue: messages with an `eta` option
     <ns>:__acks__.<worker>.<queue>  set of ids a worker has taken and not yet acknowledged
-    <ns>:__heartbeats__           sorted set worker -> last beat (ms)
+    <ns>:__heartbeats__             sorted set worker -> last beat (ms, Redis's clock)
+    <ns>:__workers__                hash worker -> JSON list of the queues it takes from
 
-What differs from dramatiq's own consumer is the cost: one script call fetches a batch
-with its ids, one acknowledges a batch, and moving a due delayed message to its queue is
-one atomic step.
+The scripts are the dispatcher's own. Each is handed every key it touches in KEYS[], so
+none builds a key name and a Redis Cluster could route them. One call fetches a batch,
+bounded by count and by bytes; one acknowledges a batch; moving a due delayed message to
+its queue is one atomic step. The sweep of a dead worker reads the ack sets the registry
+names for it, never the keyspace: dramatiq's lists every key of the namespace with
+`KEYS`, which stalls Redis once millions of receipts are stored.
+
+The scripts read Redis's clock, not the worker's, so a worker whose clock drifts is
+neither swept while alive nor kept alive once dead.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from dramatiq.brokers.redis import _scripts as dramatiq_scripts
-from dramatiq.common import dq_name
 
-from dispatcher.messages import now_ms, outgoing
+from dispatcher.keys import Keys, delay_queue_name
+from dispatcher.messages import outgoing
 
-# Same bookkeeping as dramatiq's fetch (heartbeat, ack set), but returns id/body pairs.
-_FETCH = """
-local namespace = KEYS[1]
-local queue_name, worker_id = ARGV[1], ARGV[2]
-local prefetch, timestamp = tonumber(ARGV[3]), ARGV[4]
-redis.call('zadd', namespace .. ':__heartbeats__', timestamp, worker_id)
-local queue = namespace .. ':' .. queue_name
-local bodies = queue .. '.msgs'
-local acks = namespace .. ':__acks__.' .. worker_id .. '.' .. queue_name
-local out = {}
-for _ = 1, prefetch do
-    local id = redis.call('lpop', queue)
+DEFAULT_FETCH_MAX_BYTES = 32 * 1024 * 1024
+# Dead workers swept per beat: a fleet restarted at once is cleaned up over a few beats
+# instead of in one long burst.
+SWEEP_BATCH = 16
+# A dead worker missing from the registry (a dramatiq worker, or one from before the
+# registry) is swept from the sweeper's queues at every beat, and forgotten after this.
+FORGET_UNREGISTERED_MS = 7 * 86_400_000
+
+_NOW = """
+local function now_ms()
+    local t = redis.call('time')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# KEYS: queue, queue.msgs, acks, heartbeats, workers. ARGV: worker, count, max bytes,
+# registry entry. Returns id, body, id, body...; the first message is taken whatever its
+# size, the next ones while the total stays within max bytes. An oversized one is only
+# peeked at (LINDEX, HSTRLEN) and stays at the head for the next call.
+_FETCH = (
+    _NOW
+    + """
+local queue, bodies, acks, heartbeats, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local worker, count, max_bytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('zadd', heartbeats, now_ms(), worker)
+redis.call('hset', workers, worker, ARGV[4])
+local out, total = {}, 0
+for taken = 0, count - 1 do
+    local id = redis.call('lindex', queue, 0)
     if not id then break end
+    local size = redis.call('hstrlen', bodies, id)
+    if taken > 0 and total + size > max_bytes then break end
+    redis.call('lpop', queue)
     redis.call('sadd', acks, id)
+    total = total + size
     out[#out + 1] = id
     out[#out + 1] = redis.call('hget', bodies, id) or ''
 end
 return out
 """
+)
 
-# KEYS: namespace. ARGV: queue, worker, timestamp, ids... Forgets acknowledged messages.
-_ACK = """
-local namespace = KEYS[1]
-local queue_name, worker_id, timestamp = ARGV[1], ARGV[2], ARGV[3]
-redis.call('zadd', namespace .. ':__heartbeats__', timestamp, worker_id)
-local bodies = namespace .. ':' .. queue_name .. '.msgs'
-local acks = namespace .. ':__acks__.' .. worker_id .. '.' .. queue_name
-for i = 4, #ARGV do
-    if redis.call('srem', acks, ARGV[i]) > 0 then redis.call('hdel', bodies, ARGV[i]) end
-end
-return 1
-"""
-
-# KEYS: namespace. ARGV: queue, worker, ids... Puts taken-but-unhandled messages back.
-_REQUEUE = """
-local namespace = KEYS[1]
-local queue_name, worker_id = ARGV[1], ARGV[2]
-local queue = namespace .. ':' .. queue_name
-local acks = namespace .. ':__acks__.' .. worker_id .. '.' .. queue_name
-for i = 3, #ARGV do
-    if redis.call('srem', acks, ARGV[i]) > 0
-        and redis.call('hexists', queue .. '.msgs', ARGV[i]) > 0 then
-        redis.call('rpush', queue, ARGV[i])
-    end
-end
-return 1
-"""
-
-# KEYS: namespace. ARGV: worker, queues... Takes a stopped worker off the heartbeat list
-# when it holds nothing, so the sweep has no dead worker to look for (dramatiq's sweep
-# lists the namespace's keys for each dead worker it finds).
-_RETIRE = """
-local namespace, worker_id = KEYS[1], ARGV[1]
+# KEYS: acks, queue.msgs, heartbeats. ARGV: worker, ids... Forgets acknowledged messages.
+_ACK = (
+    _NOW
+    + """
+redis.call('zadd', KEYS[3], now_ms(), ARGV[1])
 for i = 2, #ARGV do
-    if redis.call('scard', namespace .. ':__acks__.' .. worker_id .. '.' .. ARGV[i]) > 0 then
-        return 0
+    if redis.call('srem', KEYS[1], ARGV[i]) > 0 then redis.call('hdel', KEYS[2], ARGV[i]) end
+end
+return 1
+"""
+)
+
+# KEYS: acks, queue, queue.msgs. ARGV: ids... Puts taken-but-unhandled messages back.
+_REQUEUE = """
+local moved = 0
+for i = 1, #ARGV do
+    if redis.call('srem', KEYS[1], ARGV[i]) > 0
+        and redis.call('hexists', KEYS[3], ARGV[i]) > 0 then
+        redis.call('rpush', KEYS[2], ARGV[i])
+        moved = moved + 1
     end
 end
-redis.call('zrem', namespace .. ':__heartbeats__', worker_id)
+return moved
+"""
+
+# KEYS: delay acks, delay queue.msgs, queue, queue.msgs. ARGV: delayed id, new id, body.
+# Moves a due message from the delay queue onto its queue; 0 if this worker lost it.
+_PROMOTE = """
+if redis.call('srem', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('hset', KEYS[4], ARGV[2], ARGV[3])
+redis.call('rpush', KEYS[3], ARGV[2])
 return 1
 """
 
-# KEYS: namespace. ARGV: delay queue, target queue, worker, delayed id, new id, new body.
-# Moves a due message from the delay queue onto its queue, atomically.
-_PROMOTE = """
-local namespace = KEYS[1]
-local delay_queue, queue_name, worker_id = ARGV[1], ARGV[2], ARGV[3]
-local delayed_id, new_id, body = ARGV[4], ARGV[5], ARGV[6]
-local acks = namespace .. ':__acks__.' .. worker_id .. '.' .. delay_queue
-if redis.call('srem', acks, delayed_id) == 0 then return 0 end
-redis.call('hdel', namespace .. ':' .. delay_queue .. '.msgs', delayed_id)
-local queue = namespace .. ':' .. queue_name
-redis.call('hset', queue .. '.msgs', new_id, body)
-redis.call('rpush', queue, new_id)
+# KEYS: heartbeats, workers, acks... ARGV: worker. A stopped worker that holds nothing
+# leaves, so no sweep ever looks for it; one that holds something stays to be swept.
+_RETIRE = """
+for i = 3, #KEYS do
+    if redis.call('scard', KEYS[i]) > 0 then return 0 end
+end
+redis.call('zrem', KEYS[1], ARGV[1])
+redis.call('hdel', KEYS[2], ARGV[1])
 return 1
 """
+
+# KEYS: heartbeats, workers. ARGV: worker, registry entry, timeout ms, limit.
+# Beats, and returns dead workers with their registry entries: worker, entry or false...
+_HEARTBEAT = (
+    _NOW
+    + """
+local heartbeats, workers = KEYS[1], KEYS[2]
+local now = now_ms()
+redis.call('zadd', heartbeats, now, ARGV[1])
+redis.call('hset', workers, ARGV[1], ARGV[2])
+local dead = redis.call(
+    'zrangebyscore', heartbeats, '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, tonumber(ARGV[4])
+)
+local out = {}
+for _, worker in ipairs(dead) do
+    out[#out + 1] = worker
+    out[#out + 1] = redis.call('hget', workers, worker)
+end
+return out
+"""
+)
+
+# KEYS: heartbeats, workers, then (acks, queue, queue.msgs) for each queue of the dead
+# worker. ARGV: worker, timeout ms, forget-unregistered ms. Re-checks that the worker is
+# still dead, so two sweepers move each message once and a worker that came back keeps
+# its messages. Ids whose body is gone (acknowledged late) are dropped. Returns the
+# number of ids moved back, or -1 if the worker was not dead (any more).
+_SWEEP = (
+    _NOW
+    + """
+local heartbeats, workers, worker = KEYS[1], KEYS[2], ARGV[1]
+local now = now_ms()
+local beat = redis.call('zscore', heartbeats, worker)
+if not beat or tonumber(beat) > now - tonumber(ARGV[2]) then return -1 end
+local moved = 0
+for i = 3, #KEYS, 3 do
+    local acks, queue, bodies = KEYS[i], KEYS[i + 1], KEYS[i + 2]
+    for _, id in ipairs(redis.call('smembers', acks)) do
+        if redis.call('hexists', bodies, id) > 0 then
+            redis.call('rpush', queue, id)
+            moved = moved + 1
+        end
+    end
+    redis.call('del', acks)
+end
+-- An unregistered worker may hold messages on queues other sweepers serve: it stays
+-- on the heartbeat list for them, until it is so old nobody will.
+if redis.call('hdel', workers, worker) > 0 or tonumber(beat) <= now - tonumber(ARGV[3]) then
+    redis.call('zrem', heartbeats, worker)
+end
+return moved
+"""
+)
 
 
 class RedisQueue:
@@ -114,103 +185,174 @@ class RedisQueue:
         worker_id: str,
         *,
         heartbeat_timeout_ms: int,
-        dead_message_ttl_ms: int = 7 * 86_400_000,
+        forget_unregistered_ms: int = FORGET_UNREGISTERED_MS,
     ) -> None:
         self.redis = redis
+        self.keys = Keys(namespace)
         self.namespace = namespace
         self.queue_name = queue_name
-        self.delay_queue_name = dq_name(queue_name)
+        self.delay_queue_name = delay_queue_name(queue_name)
         self.worker_id = worker_id
         self._heartbeat_timeout_ms = heartbeat_timeout_ms
-        self._dead_message_ttl_ms = dead_message_ttl_ms
+        self._forget_unregistered_ms = forget_unregistered_ms
+        self._served = (self.queue_name, self.delay_queue_name)
+        self._registry_entry = orjson.dumps(list(self._served))
         self._fetch = redis.register_script(_FETCH)
         self._ack = redis.register_script(_ACK)
         self._requeue = redis.register_script(_REQUEUE)
         self._promote = redis.register_script(_PROMOTE)
         self._retire = redis.register_script(_RETIRE)
-        self._dispatch = redis.register_script(dramatiq_scripts["dispatch"])
-        self._maxstack = redis.register_script(dramatiq_scripts["maxstack"])
-        self._max_unpack: int | None = None
+        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._sweep = redis.register_script(_SWEEP)
 
-    async def fetch(self, queue_name: str, count: int) -> list[tuple[str, bytes]]:
+    async def fetch(
+        self, queue_name: str, count: int, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+    ) -> list[tuple[str, bytes]]:
+        """Take up to `count` messages, and stop before their bodies exceed `max_bytes`.
+
+        The first message is taken whatever its size, so a large one is not stuck.
+        """
+        self._check_served(queue_name)
         answer: list[Any] = await self._fetch(
-            keys=[self.namespace], args=[queue_name, self.worker_id, count, now_ms()]
+            keys=[
+                self.keys.queue(queue_name),
+                self.keys.queue_messages(queue_name),
+                self.keys.acks(self.worker_id, queue_name),
+                self.keys.heartbeats,
+                self.keys.workers,
+            ],
+            args=[self.worker_id, count, max_bytes, self._registry_entry],
         )
         return [(answer[index].decode(), answer[index + 1]) for index in range(0, len(answer), 2)]
 
     async def ack(self, queue_name: str, ids: list[str]) -> None:
+        self._check_served(queue_name)
         if ids:
             await self._ack(
-                keys=[self.namespace], args=[queue_name, self.worker_id, now_ms(), *ids]
+                keys=[
+                    self.keys.acks(self.worker_id, queue_name),
+                    self.keys.queue_messages(queue_name),
+                    self.keys.heartbeats,
+                ],
+                args=[self.worker_id, *ids],
             )
 
-    async def requeue(self, queue_name: str, ids: list[str]) -> None:
-        if ids:
-            await self._requeue(keys=[self.namespace], args=[queue_name, self.worker_id, *ids])
+    async def requeue(self, queue_name: str, ids: list[str]) -> int:
+        """Put taken messages back at the tail of their queue; how many went back."""
+        self._check_served(queue_name)
+        if not ids:
+            return 0
+        return int(
+            await self._requeue(
+                keys=[
+                    self.keys.acks(self.worker_id, queue_name),
+                    self.keys.queue(queue_name),
+                    self.keys.queue_messages(queue_name),
+                ],
+                args=ids,
+            )
+        )
 
     async def enqueue(self, intent: Any, *, attempt: int, delay_ms: int) -> None:
         """Put an intent back for a later attempt: on the delay queue, as dramatiq does."""
         message = outgoing(self.queue_name, intent, attempt=attempt, delay_ms=delay_ms)
-        key = f"{self.namespace}:{message.queue_name}"
+        queue = message.queue_name
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(f"{key}.msgs", message.message_id, message.body)
-            pipe.rpush(key, message.message_id)
+            pipe.hset(self.keys.queue_messages(queue), message.message_id, message.body)
+            pipe.rpush(self.keys.queue(queue), message.message_id)
             await pipe.execute()
 
     async def promote(self, delayed_id: str, body: bytes) -> bool:
         """Move a due message from the delay queue onto the queue; False if not ours."""
         new_id = str(uuid.uuid4())
-        try:
-            message: Any = orjson.loads(body)
-            options = message["options"]
-            message["queue_name"] = self.queue_name
-            message["options"] = {
-                key: value
-                for key, value in options.items()
-                if key not in {"eta", "redis_message_id"}
-            } | {"redis_message_id": new_id}
-            moved = orjson.dumps(message)
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            # Unreadable: moved as it is, for the consumer to dead-letter with its text.
-            moved = body
         return bool(
             await self._promote(
-                keys=[self.namespace],
-                args=[
-                    self.delay_queue_name,
-                    self.queue_name,
-                    self.worker_id,
-                    delayed_id,
-                    new_id,
-                    moved,
+                keys=[
+                    self.keys.acks(self.worker_id, self.delay_queue_name),
+                    self.keys.queue_messages(self.delay_queue_name),
+                    self.keys.queue(self.queue_name),
+                    self.keys.queue_messages(self.queue_name),
                 ],
+                args=[delayed_id, new_id, promoted_body(body, self.queue_name, new_id)],
             )
         )
 
     async def retire(self) -> bool:
-        """Leave the heartbeat list if every message this worker took was given back."""
+        """Leave the heartbeat list and the registry if every message taken was given back."""
         return bool(
             await self._retire(
-                keys=[self.namespace],
-                args=[self.worker_id, self.queue_name, self.delay_queue_name],
+                keys=[
+                    self.keys.heartbeats,
+                    self.keys.workers,
+                    *(self.keys.acks(self.worker_id, queue) for queue in self._served),
+                ],
+                args=[self.worker_id],
             )
         )
 
-    async def heartbeat(self) -> None:
-        """Beat, and sweep dead workers' messages back onto both queues (dramatiq's script)."""
-        if self._max_unpack is None:
-            self._max_unpack = int(await self._maxstack()) // 2
-        for queue in (self.queue_name, self.delay_queue_name):
-            await self._dispatch(
-                keys=[self.namespace],
-                args=[
-                    "heartbeat",
-                    now_ms(),
-                    queue,
-                    self.worker_id,
-                    self._heartbeat_timeout_ms,
-                    self._dead_message_ttl_ms,
-                    1,
-                    self._max_unpack,
-                ],
+    async def heartbeat(self) -> int:
+        """Beat, and sweep dead workers' messages back onto their queues; how many moved."""
+        answer: list[Any] = await self._heartbeat(
+            keys=[self.keys.heartbeats, self.keys.workers],
+            args=[
+                self.worker_id,
+                self._registry_entry,
+                self._heartbeat_timeout_ms,
+                SWEEP_BATCH,
+            ],
+        )
+        moved = 0
+        for index in range(0, len(answer), 2):
+            worker = answer[index].decode()
+            queues = served_queues(answer[index + 1], default=self._served)
+            moved += max(0, await self.sweep(worker, queues))
+        return moved
+
+    async def sweep(self, worker_id: str, queues: Sequence[str]) -> int:
+        """Hand a dead worker's messages on `queues` back; -1 if it is not dead."""
+        keys = [self.keys.heartbeats, self.keys.workers]
+        for queue in queues:
+            keys += [
+                self.keys.acks(worker_id, queue),
+                self.keys.queue(queue),
+                self.keys.queue_messages(queue),
+            ]
+        return int(
+            await self._sweep(
+                keys=keys,
+                args=[worker_id, self._heartbeat_timeout_ms, self._forget_unregistered_ms],
             )
+        )
+
+    def _check_served(self, queue_name: str) -> None:
+        # The registry lists only these two, and a sweep finds only the ack sets it lists.
+        if queue_name not in self._served:
+            raise ValueError(f"this worker serves {self._served}, not {queue_name!r}")
+
+
+def served_queues(entry: bytes | None, *, default: Sequence[str]) -> Sequence[str]:
+    """The queues a registry entry lists; `default` for a worker missing or unreadable."""
+    if entry is None:
+        return default
+    try:
+        queues: Any = orjson.loads(entry)
+    except orjson.JSONDecodeError:
+        return default
+    if isinstance(queues, list) and all(isinstance(queue, str) for queue in queues):
+        return queues
+    return default
+
+
+def promoted_body(body: bytes, queue_name: str, new_id: str) -> bytes:
+    """A delayed message rewritten for `queue_name` under `new_id`, without its eta."""
+    try:
+        message: Any = orjson.loads(body)
+        options = message["options"]
+        message["queue_name"] = queue_name
+        message["options"] = {
+            key: value for key, value in options.items() if key not in {"eta", "redis_message_id"}
+        } | {"redis_message_id": new_id}
+        return orjson.dumps(message)
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        # Unreadable: moved as it is, for the consumer to dead-letter with its text.
+        return body
