@@ -94,6 +94,12 @@ class SandboxAdmin:
     def set_token_ttl(self, seconds: float | None) -> None:
         self._call("PUT", "/token-ttl", json={"seconds": seconds})
 
+    def set_credentials(self, client_id: str, client_secret: str) -> None:
+        """Rotate the OAuth client credentials; `reset()` restores those it started with."""
+        self._call(
+            "PUT", "/credentials", json={"client_id": client_id, "client_secret": client_secret}
+        )
+
     def requests(self, kind: str | None = None, since: int = 0) -> list[dict[str, Any]]:
         """Logged requests with `seq` greater than `since`; `kind` is `messages` or `oauth`."""
         params: dict[str, str | int] = {"since": since}

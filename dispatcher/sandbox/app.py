@@ -398,6 +398,19 @@ async def set_token_ttl(request: web.Request) -> web.Response:
     return _json({"seconds": spec.seconds})
 
 
+class CredentialsSpec(_AdminModel):
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: Annotated[str, Field(min_length=1)]
+
+
+async def set_credentials(request: web.Request) -> web.Response:
+    spec = await _admin_body(request, CredentialsSpec)
+    if isinstance(spec, web.Response):
+        return spec
+    request.app[STATE_KEY].set_credentials(spec.client_id, spec.client_secret)
+    return _json({"client_id": spec.client_id})
+
+
 async def list_requests(request: web.Request) -> web.Response:
     kind = request.query.get("kind") or None
     try:
@@ -441,6 +454,7 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_put(f"{ADMIN_PREFIX}/latency", set_latency)
     app.router.add_post(f"{ADMIN_PREFIX}/tokens/expire", expire_tokens)
     app.router.add_put(f"{ADMIN_PREFIX}/token-ttl", set_token_ttl)
+    app.router.add_put(f"{ADMIN_PREFIX}/credentials", set_credentials)
     app.router.add_get(f"{ADMIN_PREFIX}/requests", list_requests)
     app.router.add_delete(f"{ADMIN_PREFIX}/requests", clear_requests)
     app.router.add_get(f"{ADMIN_PREFIX}/stats", stats)

@@ -67,6 +67,7 @@ class SandboxState:
             raise ValueError("log_limit must be at least 1")
         self.client_id = client_id
         self.client_secret = client_secret
+        self._initial_credentials = (client_id, client_secret)
         self.permanent_token = permanent_token
         self.log_bodies = log_bodies
         self._initial_token_ttl_s = token_ttl_s
@@ -135,6 +136,12 @@ class SandboxState:
         self._tokens.clear()
         self._expired.clear()
         return live
+
+    def set_credentials(self, client_id: str, client_secret: str) -> None:
+        """Rotate the client credentials: only these get a token from now on. Tokens issued
+        to the old ones stay valid, as they do at Catapush until they expire."""
+        self.client_id = client_id
+        self.client_secret = client_secret
 
     def set_token_ttl(self, seconds: float | None) -> None:
         if seconds is not None and seconds < 0:
@@ -239,3 +246,4 @@ class SandboxState:
         self.clear_requests()
         self._reset_tunables()
         self._reset_counters()
+        self.client_id, self.client_secret = self._initial_credentials
