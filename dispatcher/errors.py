@@ -2,9 +2,12 @@
 
     DispatcherError
     ├── ConfigurationError       a setting is missing or malformed (exit status 2)
+    │   └── RedisRefused         Redis refused DISPATCHER_REDIS_URL: password, user or database
     ├── IntentRefused            an intent can never be sent (`problems`: `<field>: <reason>`)
     ├── CallbackRefused          a status callback that is not a valid MessageStatus
     ├── SlotUnavailable          no rate-limit slot within the longest wait (not a failure)
+    ├── RedisUnavailable         Redis did not answer: down, unreachable, timed out, loading,
+    │                            or a read-only replica after a failover (exit status 1)
     └── CatapushError            talking to Catapush failed
         ├── CatapushRejected     Catapush answered with an error status (status, title, detail)
         ├── CatapushUnreachable  no answer: timeout or connection error
@@ -12,7 +15,10 @@
         └── TokenUnavailable     no OAuth token could be obtained
 
 Foreign exceptions (httpx, redis) are translated at the edge with `raise ... from exc`, so
-callers only ever handle this tree.
+callers only ever handle this tree. Any other error answer from Redis (a command it refused,
+say) is raised as a plain `DispatcherError`.
+
+Kept free of imports: `import dispatcher` loads this module and nothing heavier.
 """
 
 from __future__ import annotations
@@ -24,6 +30,17 @@ class DispatcherError(Exception):
 
 class ConfigurationError(DispatcherError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+class RedisRefused(ConfigurationError):
+    """Redis turned the configured URL away (wrong password or user, no such database):
+    retrying cannot help. The message starts with `DISPATCHER_REDIS_URL: ` and shows the URL
+    with its password replaced by `***`."""
+
+
+class RedisUnavailable(DispatcherError):
+    """Redis did not answer, or cannot take writes now; the same call may work later. The
+    message shows the URL with its password replaced by `***`."""
 
 
 class IntentRefused(DispatcherError, ValueError):

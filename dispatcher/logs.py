@@ -1,22 +1,42 @@
 """Structured logging: JSON lines by default, a readable console format for humans.
 
 Events are dotted past-tense names (`delivery.sent`, `token.refreshed`) with key-value
-context. Values under keys that name a secret are masked before rendering, so a token or a
-client secret cannot reach the logs even by mistake.
+context. Values under keys that name a secret are masked before rendering, and so is the
+password of any URL written inside a value, so a token, a client secret or the Redis password
+cannot reach the logs even by mistake.
+
+Each line goes to stderr in one `write` on its file descriptor, so the processes of
+`dispatcher worker --processes N`, which share one stderr, never split or merge lines.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
 
 SECRET_KEY_PARTS = ("secret", "token", "password", "authorization")
 MASK = "***"
+
+# `scheme://user:password@`: the password runs to the last `@` of the URL, so one that holds
+# an unencoded `@` is still masked whole; masking a little more than the password is the
+# safe way to be wrong. `?password=` is how redis-py also takes one.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@'\"<>]*):[^\s'\"<>]*@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&#\s'\"<>]*", re.IGNORECASE)
+
+
+def redact_passwords(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `***`; the user is kept."""
+    if "://" not in text and "password=" not in text.lower():
+        return text  # the common case, without running the patterns
+    text = _URL_PASSWORD.sub(rf"\g<head>:{MASK}@", text)
+    return _QUERY_PASSWORD.sub(rf"\g<head>{MASK}", text)
 
 
 def _masked(value: Any) -> Any:
@@ -38,6 +58,92 @@ def mask_secrets(
     return event_dict
 
 
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_passwords(value)
+    if isinstance(value, Mapping):
+        return {key: _redacted(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(inner) for inner in value]
+    if isinstance(value, BaseException):
+        # Rendered with str() later; redis errors can quote the URL they were given.
+        return redact_passwords(str(value))
+    return value
+
+
+def redact_url_passwords(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Mask the password of any URL inside any string value, at any depth."""
+    for key, value in event_dict.items():
+        event_dict[key] = _redacted(value)
+    return event_dict
+
+
+def write_line(fd: int, line: str) -> None:
+    """Write `line` and its newline with one `os.write`, looping only on a partial write.
+
+    One write per line is what keeps lines whole when several processes share the
+    descriptor: the kernel never interleaves one write with another on a file opened for
+    appending, nor on a pipe up to PIPE_BUF bytes (4 KiB on Linux).
+    """
+    data = (line + "\n").encode("utf-8", "backslashreplace")
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+class LineLogger:
+    """A structlog logger that writes each rendered event as one line with `write_line`.
+
+    Falls back to the stream's own `write` when it has no file descriptor (a test runner's
+    captured stderr, say).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
+
+    def msg(self, message: str) -> None:
+        if self._fd is None:
+            self._stream.write(message + "\n")
+            self._stream.flush()
+            return
+        # Text already buffered in the stream (an echo on stderr) goes out first.
+        self._stream.flush()
+        write_line(self._fd, message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class LineLoggerFactory:
+    """Hands every structlog logger the one `LineLogger` on `stream`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._logger = LineLogger(stream)
+
+    def __call__(self, *_args: Any) -> LineLogger:
+        return self._logger
+
+
+class LineHandler(logging.Handler):
+    """The standard library's records (dramatiq, aiohttp), written like structlog's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._logger = LineLogger(stream)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._logger.msg(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
 def _orjson_dumps(value: Any, **_kwargs: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
@@ -55,23 +161,21 @@ def configure_logging(log_format: Literal["json", "console"], level: int = loggi
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    # After the traceback is rendered to text: it may quote a URL too.
+    last: list[Any] = [structlog.processors.format_exc_info, redact_url_passwords, renderer]
 
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, *last],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=LineLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
         )
     )
     root = logging.getLogger()
@@ -87,7 +191,14 @@ def get_logger(name: str) -> Any:
     # structlog, whose default prints every level to stdout; keep to warnings on stderr then.
     if not structlog.is_configured():
         structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                mask_secrets,
+                structlog.processors.format_exc_info,
+                redact_url_passwords,
+                structlog.dev.ConsoleRenderer(colors=False),
+            ],
             wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+            logger_factory=LineLoggerFactory(sys.stderr),
         )
     return structlog.get_logger(name)

@@ -26,9 +26,16 @@ DEFAULT_BACKOFF_MIN_MS = 1_000
 DEFAULT_BACKOFF_MAX_MS = 600_000
 DEFAULT_HTTP_TIMEOUT_S = 10.0
 DEFAULT_SHUTDOWN_GRACE_S = 30.0
+# Redis must accept a connection within the first and answer each command within the second;
+# past them a call fails with `RedisUnavailable` instead of waiting without end.
+DEFAULT_REDIS_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_REDIS_SOCKET_TIMEOUT_S = 10.0
+# Message bodies one worker process holds at once; bounds its memory whatever the queue holds.
+DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
 # Sends in flight per worker process (`dispatcher worker --threads`).
 DEFAULT_CONCURRENCY = 128
 
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 KeyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
@@ -63,12 +70,15 @@ class Settings(BaseSettings):
     max_attempts: Annotated[int, Field(ge=1)] = DEFAULT_MAX_ATTEMPTS
     backoff_min_ms: Annotated[int, Field(ge=1)] = DEFAULT_BACKOFF_MIN_MS
     backoff_max_ms: Annotated[int, Field(ge=1)] = DEFAULT_BACKOFF_MAX_MS
-    http_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = DEFAULT_HTTP_TIMEOUT_S
+    http_timeout_s: PositiveSeconds = DEFAULT_HTTP_TIMEOUT_S
     templates_dir: Path | None = None
     callback_url: HttpUrl | None = None
     callback_secret: SecretStr | None = None
     log_format: Literal["json", "console"] = "json"
-    shutdown_grace_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = DEFAULT_SHUTDOWN_GRACE_S
+    shutdown_grace_s: PositiveSeconds = DEFAULT_SHUTDOWN_GRACE_S
+    redis_connect_timeout_s: PositiveSeconds = DEFAULT_REDIS_CONNECT_TIMEOUT_S
+    redis_socket_timeout_s: PositiveSeconds = DEFAULT_REDIS_SOCKET_TIMEOUT_S
+    max_in_flight_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_IN_FLIGHT_BYTES
 
     @model_validator(mode="after")
     def _backoff_bounds_are_ordered(self) -> Self:

@@ -53,6 +53,25 @@ def test_defaults_match_the_contract() -> None:
     assert settings.log_format == "json"
 
 
+def test_redis_and_memory_bounds_have_their_defaults() -> None:
+    """Redis connect and reply timeouts of 5 s and 10 s, and 64 MiB of bodies in flight."""
+    settings = load_settings()
+    assert settings.redis_connect_timeout_s == 5
+    assert settings.redis_socket_timeout_s == 10
+    assert settings.max_in_flight_bytes == 64 * 1024 * 1024
+
+
+def test_redis_and_memory_bounds_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DISPATCHER_REDIS_CONNECT_TIMEOUT_S, _SOCKET_TIMEOUT_S and MAX_IN_FLIGHT_BYTES are read."""
+    monkeypatch.setenv("DISPATCHER_REDIS_CONNECT_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("DISPATCHER_REDIS_SOCKET_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("DISPATCHER_MAX_IN_FLIGHT_BYTES", "1048576")
+    settings = load_settings()
+    assert settings.redis_connect_timeout_s == 0.5
+    assert settings.redis_socket_timeout_s == 2.5
+    assert settings.max_in_flight_bytes == 1_048_576
+
+
 def test_every_contract_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each DISPATCHER_* variable of the contract reaches its setting."""
     values = {
@@ -148,6 +167,18 @@ def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("DISPATCHER_BACKOFF_MAX_MS", "soon"),
         ("DISPATCHER_HTTP_TIMEOUT_S", "0"),
         ("DISPATCHER_HTTP_TIMEOUT_S", "ten"),
+        ("DISPATCHER_REDIS_CONNECT_TIMEOUT_S", "0"),
+        ("DISPATCHER_REDIS_CONNECT_TIMEOUT_S", "-1"),
+        ("DISPATCHER_REDIS_CONNECT_TIMEOUT_S", "inf"),
+        ("DISPATCHER_REDIS_CONNECT_TIMEOUT_S", "nan"),
+        ("DISPATCHER_REDIS_SOCKET_TIMEOUT_S", "0"),
+        ("DISPATCHER_REDIS_SOCKET_TIMEOUT_S", "inf"),
+        ("DISPATCHER_REDIS_SOCKET_TIMEOUT_S", "nan"),
+        ("DISPATCHER_REDIS_SOCKET_TIMEOUT_S", "soon"),
+        ("DISPATCHER_MAX_IN_FLIGHT_BYTES", "0"),
+        ("DISPATCHER_MAX_IN_FLIGHT_BYTES", "-1"),
+        ("DISPATCHER_MAX_IN_FLIGHT_BYTES", "1.5"),
+        ("DISPATCHER_MAX_IN_FLIGHT_BYTES", "64MiB"),
         ("DISPATCHER_CALLBACK_URL", "callbacks"),
         ("DISPATCHER_CALLBACK_URL", "ftp://push.example.com/cb"),
         ("DISPATCHER_LOG_FORMAT", "xml"),
