@@ -13,6 +13,7 @@ import re
 import uuid
 from typing import Annotated, Any, Literal, Self
 
+import orjson
 from pydantic import (
     AfterValidator,
     AnyUrl,
@@ -30,13 +31,26 @@ from pydantic.alias_generators import to_camel
 
 from dispatcher.errors import IntentRefused
 
-__all__ = ["CatapushMessage", "Intent", "IntentRefused", "field_errors", "parse_intent"]
+__all__ = [
+    "MAX_INTENT_BYTES",
+    "CatapushMessage",
+    "Intent",
+    "IntentRefused",
+    "check_size",
+    "field_errors",
+    "parse_intent",
+]
 
 MAX_TEXT_LENGTH = 32768
 MAX_NOTIFICATION_TEXT_LENGTH = 400
 MAX_FALLBACK_TEXT_UNITS = 1530
 MAX_EXPIRE_TIME_S = 2_592_000
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+# The largest intent, encoded as compact JSON: the base64 of the largest attachment
+# (13.3 MiB), the longest text even if every character is escaped (192 KiB), and room for
+# recipients, data and the rest, rounded up. Intake refuses a larger one, whatever the door
+# (Python, CLI, HTTP), so all of them take the same intents.
+MAX_INTENT_BYTES = 16 * 1024 * 1024
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{5,50}$"
 IDENTIFIER_PATTERN = r"^[!-~]{1,100}$"
@@ -337,3 +351,19 @@ def parse_intent(data: Any) -> Intent:
         return Intent.model_validate(data)
     except ValidationError as exc:
         raise IntentRefused(field_errors(exc)) from exc
+
+
+def check_size(intent: Intent) -> Intent:
+    """The intent, unless encoded it is larger than `MAX_INTENT_BYTES`; raises `IntentRefused`.
+
+    Separate from parsing, because it costs one encoding of the intent: intake runs it once.
+    """
+    size = len(orjson.dumps(intent.to_wire()))
+    if size > MAX_INTENT_BYTES:
+        raise IntentRefused(
+            [
+                f"intent: is {size} bytes encoded as JSON, larger than the limit of "
+                f"{MAX_INTENT_BYTES} bytes ({MAX_INTENT_BYTES // 2**20} MiB)"
+            ]
+        )
+    return intent

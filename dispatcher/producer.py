@@ -13,18 +13,28 @@ from typing import Any
 
 import redis
 
-from dispatcher.intents import Intent, parse_intent
+from dispatcher.intents import Intent, check_size, parse_intent
 from dispatcher.logs import get_logger
 from dispatcher.messages import outgoing
+from dispatcher.redisconn import sync_redis_at, translate
 from dispatcher.render import Templates, check_template
-from dispatcher.settings import Settings, load_settings
+from dispatcher.settings import (
+    DEFAULT_REDIS_CONNECT_TIMEOUT_S,
+    DEFAULT_REDIS_SOCKET_TIMEOUT_S,
+    Settings,
+    load_settings,
+)
 from dispatcher.templates import load_templates
 
 log = get_logger(__name__)
 
 
 class Producer:
-    """Enqueues intents on one Redis and queue; safe to share between threads."""
+    """Enqueues intents on one Redis and queue; safe to share between threads.
+
+    A Redis failure raises `RedisUnavailable` (no answer within the timeouts) or
+    `RedisRefused` (the URL's password, user or database was turned away).
+    """
 
     def __init__(
         self,
@@ -33,24 +43,37 @@ class Producer:
         queue_name: str,
         *,
         templates: Templates | None = None,
-        timeout_s: float | None = None,
+        connect_timeout_s: float = DEFAULT_REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout_s: float = DEFAULT_REDIS_SOCKET_TIMEOUT_S,
     ) -> None:
-        # A timeout turns a hung Redis into an error instead of a wait without end.
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        self._redis = sync_redis_at(
+            redis_url, connect_timeout_s=connect_timeout_s, socket_timeout_s=socket_timeout_s
         )
+        self._url = redis_url
+        self._timeouts = (connect_timeout_s, socket_timeout_s)
         self._queue_name = queue_name
         self._namespace = namespace
         self._templates = templates
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Producer:
-        """Raises `ConfigurationError` if `DISPATCHER_TEMPLATES_DIR` cannot be loaded."""
+    def from_settings(
+        cls, settings: Settings, *, templates: Templates | None = None, check_templates: bool = True
+    ) -> Producer:
+        """A producer on the settings' Redis, queue and timeouts.
+
+        Intents naming a template are checked against `templates`, else against
+        `DISPATCHER_TEMPLATES_DIR`, loaded here (raises `ConfigurationError` if it cannot
+        be); `check_templates=False` skips that, for intents that were checked before.
+        """
+        if templates is None and check_templates:
+            templates = load_templates(settings.templates_dir)
         return cls(
             settings.redis_url,
             settings.namespace,
             settings.queue,
-            templates=load_templates(settings.templates_dir),
+            templates=templates,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            socket_timeout_s=settings.redis_socket_timeout_s,
         )
 
     def enqueue(self, intent: Intent | Mapping[str, Any]) -> str:
@@ -59,7 +82,9 @@ class Producer:
         return intent_id
 
     def check(self, intent: Intent) -> Intent:
-        """The intent, once its template (if any) renders; raises `IntentRefused` if not."""
+        """The intent, once it fits `MAX_INTENT_BYTES` and its template (if any) renders;
+        raises `IntentRefused` if not."""
+        check_size(intent)
         if self._templates is not None:
             check_template(intent, self._templates, now_ms=time.time_ns() // 1_000_000)
         return intent
@@ -87,29 +112,42 @@ class Producer:
         self._push([(dict(intent), attempt, delay_ms)])
 
     def _push(self, items: list[tuple[dict[str, Any], int, int]]) -> None:
-        with self._redis.pipeline(transaction=False) as pipe:
-            for intent, attempt, delay_ms in items:
-                message = outgoing(self._queue_name, intent, attempt=attempt, delay_ms=delay_ms)
-                key = f"{self._namespace}:{message.queue_name}"
-                pipe.hset(f"{key}.msgs", message.message_id, message.body)
-                pipe.rpush(key, message.message_id)
-            pipe.execute()
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for intent, attempt, delay_ms in items:
+                    message = outgoing(self._queue_name, intent, attempt=attempt, delay_ms=delay_ms)
+                    key = f"{self._namespace}:{message.queue_name}"
+                    pipe.hset(f"{key}.msgs", message.message_id, message.body)
+                    pipe.rpush(key, message.message_id)
+                pipe.execute()
+        except redis.RedisError as exc:
+            connect_s, socket_s = self._timeouts
+            raise translate(
+                exc, self._url, connect_timeout_s=connect_s, socket_timeout_s=socket_s
+            ) from exc
 
     def close(self) -> None:
         self._redis.close()
 
 
-_producers: dict[tuple[str, str, str], Producer] = {}
+_producers: dict[tuple[str, str, str, float, float], Producer] = {}
 
 
 def enqueue(intent: Intent | Mapping[str, Any], *, settings: Settings | None = None) -> str:
     """Validate an intent and put it on the queue; returns its id.
 
     Reads the `DISPATCHER_*` settings when none are given. Producers are kept per Redis URL,
-    namespace and queue, so calling this in a loop reuses one connection pool.
+    namespace, queue and timeouts, so calling this in a loop reuses one connection pool. Raises
+    `IntentRefused`, `RedisUnavailable` or `RedisRefused`.
     """
     chosen = settings if settings is not None else load_settings()
-    key = (chosen.redis_url, chosen.namespace, chosen.queue)
+    key = (
+        chosen.redis_url,
+        chosen.namespace,
+        chosen.queue,
+        chosen.redis_connect_timeout_s,
+        chosen.redis_socket_timeout_s,
+    )
     producer = _producers.get(key)
     if producer is None:
         producer = _producers[key] = Producer.from_settings(chosen)

@@ -4,6 +4,10 @@
 |---|---|
 | `POST /v1/notifications` | one intent → `202 {"id"}`; else 400/413/422/503 `{"errors"}` |
 | `POST /v1/notifications:batch` | an array of intents, all or nothing → `202 {"ids"}` |
+
+Bodies are capped per route: one intent at `MAX_INTENT_BYTES` (16 MiB, what every intake
+door accepts), a batch at twice that, so a batch always holds any intent the single route
+takes; a callback at 1 MiB.
 | `GET`/`POST /v1/callbacks/catapush` | a Catapush status callback, stored per intent → `200` |
 | `GET /healthz` | `200` when Redis answers PING, else `503` |
 | `GET /metrics` | Prometheus text exposition |
@@ -40,26 +44,37 @@ from dispatcher.callbacks import (
     fields_from_query,
     parse_callback,
 )
-from dispatcher.errors import IntentRefused
+from dispatcher.errors import DispatcherError, IntentRefused
 from dispatcher.exposition import family, label
-from dispatcher.intents import Intent, parse_intent
+from dispatcher.intents import MAX_INTENT_BYTES, Intent, parse_intent
 from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
 from dispatcher.producer import Producer
+from dispatcher.redisconn import async_redis, redact_url, translate_for
 from dispatcher.settings import Settings, secret_value
 from dispatcher.templates import load_templates
 
-__all__ = ["MAX_BODY_BYTES", "Metrics", "build_app", "run_server"]
+__all__ = [
+    "MAX_BATCH_BODY_BYTES",
+    "MAX_BODY_BYTES",
+    "MAX_CALLBACK_BODY_BYTES",
+    "Metrics",
+    "build_app",
+    "run_server",
+]
 
-MAX_BODY_BYTES: Final = 1024 * 1024
+# One intent: the largest the Python API and the CLI accept too.
+MAX_BODY_BYTES: Final = MAX_INTENT_BYTES
+# Room for any one intent the single route takes, and a bound on what one request holds in
+# memory while it is validated.
+MAX_BATCH_BODY_BYTES: Final = 2 * MAX_INTENT_BYTES
+# A Catapush status callback is a few hundred bytes; this is a generous bound on a flood.
+MAX_CALLBACK_BODY_BYTES: Final = 1024 * 1024
 # A message has a handful of lifecycle events per recipient; 100 keeps the story of a
 # message to a few recipients while bounding what a flood of callbacks can store.
 CALLBACK_HISTORY: Final = 100
 # As long as a receipt, so `dispatcher status` shows both for the same window.
 CALLBACK_TTL_S: Final = 30 * 24 * 3600
-# A hung Redis turns into a 503 after this long instead of holding requests (and pool
-# threads) for ever.
-REDIS_TIMEOUT_S: Final = 5.0
 # In-flight requests get this long to finish on SIGTERM.
 SHUTDOWN_TIMEOUT_S: Final = 5.0
 LISTEN_BACKLOG: Final = 1024
@@ -182,19 +197,22 @@ class _Refused(Exception):
         return _json({"errors": self.errors}, self.status)
 
 
-async def _read_body(request: web.Request) -> bytes:
-    too_large = _Refused(413, [f"body: larger than {MAX_BODY_BYTES} bytes"])
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    too_large = _Refused(413, [f"body: larger than {limit} bytes"])
     # A declared length over the limit is refused before a byte of it is read.
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+    if request.content_length is not None and request.content_length > limit:
         raise too_large
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # a chunked body past the application's limit
         raise too_large from None
+    if len(body) > limit:  # a chunked body past this route's (lower) limit
+        raise too_large
+    return body
 
 
-async def _read_json(request: web.Request) -> Any:
-    body = await _read_body(request)
+async def _read_json(request: web.Request, limit: int) -> Any:
+    body = await _read_body(request, limit)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -222,7 +240,7 @@ def _validate_and_enqueue(producer: Producer, items: list[Any], *, batch: bool) 
 async def _accept(request: web.Request, *, batch: bool) -> web.Response:
     state = request.app[STATE]
     try:
-        data = await _read_json(request)
+        data = await _read_json(request, MAX_BATCH_BODY_BYTES if batch else MAX_BODY_BYTES)
         if batch:
             if not isinstance(data, list):
                 raise _Refused(
@@ -243,9 +261,10 @@ async def _accept(request: web.Request, *, batch: bool) -> web.Response:
         state.metrics.intake_refused += refused.intents
         log.info("intent.refused", status=refused.status, errors=refused.errors)
         return refused.response()
-    except redis.RedisError as exc:
-        log.error("intake.failed", error=str(exc))
-        return _json({"errors": [f"queue unavailable: {exc}"]}, 503)
+    except DispatcherError as exc:
+        # The producer's Redis error, its URL redacted; the client learns only to retry.
+        log.error("intake.failed", error=str(exc), error_type=type(exc).__name__)
+        return _json({"errors": ["queue unavailable: try again later"]}, 503)
     state.metrics.intake_accepted += len(ids)
     if batch:
         log.info("intent.accepted", ids=ids, count=len(ids))
@@ -278,7 +297,7 @@ async def _callback_fields(request: web.Request) -> Mapping[str, Any]:
         # The raw (still percent-encoded) query: the decoded one would turn an encoded '&'
         # inside a value into a separator.
         return fields_from_query(request.rel_url.raw_query_string)
-    body = await _read_body(request)
+    body = await _read_body(request, MAX_CALLBACK_BODY_BYTES)
     if request.content_type == "application/x-www-form-urlencoded":
         return fields_from_form(body)
     if request.content_type == "application/json":
@@ -329,8 +348,8 @@ async def catapush_callback(request: web.Request) -> web.Response:
         await _store(state, event)
     except (redis.RedisError, OSError) as exc:
         # Not the callback's fault: a 5xx tells the sender it may try again.
-        log.error("callback.failed", message_id=event.message_id, error=str(exc))
-        return _json({"errors": [f"store unavailable: {exc}"]}, 503)
+        log.error("callback.failed", message_id=event.message_id, error=_redis_error(state, exc))
+        return _json({"errors": ["store unavailable: try again later"]}, 503)
     state.metrics.callbacks[event.status] += 1
     log.info(
         "callback.received",
@@ -344,12 +363,25 @@ async def catapush_callback(request: web.Request) -> web.Response:
 # -- Health and metrics ------------------------------------------------------------------------
 
 
+def _redis_error(state: ServerState, exc: BaseException) -> str:
+    """What went wrong with Redis, for a log line or a health answer: the URL redacted."""
+    if isinstance(exc, redis.RedisError):
+        return str(translate_for(exc, state.settings))
+    return f"Redis at {redact_url(state.settings.redis_url)}: {str(exc) or type(exc).__name__}"
+
+
+def _redis_deadline_s(settings: Settings) -> float:
+    # The client's own timeouts end a call first; this only guards against a call that
+    # would somehow outlive both (a connection and a reply).
+    return settings.redis_connect_timeout_s + settings.redis_socket_timeout_s
+
+
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
-        await asyncio.wait_for(state.redis.ping(), REDIS_TIMEOUT_S)
+        await asyncio.wait_for(state.redis.ping(), _redis_deadline_s(state.settings))
     except (redis.RedisError, OSError, TimeoutError) as exc:
-        return _json({"ok": False, "errors": [f"redis: {str(exc) or type(exc).__name__}"]}, 503)
+        return _json({"ok": False, "errors": [f"redis: {_redis_error(state, exc)}"]}, 503)
     return _json({"ok": True})
 
 
@@ -360,9 +392,11 @@ async def _depths(state: ServerState) -> dict[str, int] | None:
             pipe.llen(state.keys.queue(queue))
             pipe.llen(state.keys.delay_queue(queue))
             pipe.hlen(state.keys.dead_letters)
-            queued, delayed, dead = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT_S)
+            queued, delayed, dead = await asyncio.wait_for(
+                pipe.execute(), _redis_deadline_s(state.settings)
+            )
     except (redis.RedisError, OSError, TimeoutError) as exc:
-        log.warning("metrics.redis_failed", error=str(exc) or type(exc).__name__)
+        log.warning("metrics.redis_failed", error=_redis_error(state, exc))
         return None
     return {"queue": int(queued), "delayed": int(delayed), "dead_letters": int(dead)}
 
@@ -398,21 +432,12 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 def build_app(settings: Settings) -> web.Application:
     """The application; its Redis clients open on startup and close on cleanup."""
     templates = load_templates(settings.templates_dir)  # ConfigurationError before serving
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
+    # The largest of the routes' limits; each route checks its own in `_read_body`.
+    app = web.Application(client_max_size=MAX_BATCH_BODY_BYTES, middlewares=[_json_errors])
 
     async def resources(app: web.Application) -> Any:
-        producer = Producer(
-            settings.redis_url,
-            settings.namespace,
-            settings.queue,
-            templates=templates,
-            timeout_s=REDIS_TIMEOUT_S,
-        )
-        client = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
+        producer = Producer.from_settings(settings, templates=templates)
+        client = async_redis(settings)
         app[STATE] = ServerState(
             settings=settings,
             keys=Keys(settings.namespace),
@@ -449,7 +474,13 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     try:
         await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
         host, port = sock.getsockname()[:2]
-        log.info("server.started", host=host, port=port, pid=os.getpid())
+        log.info(
+            "server.started",
+            host=host,
+            port=port,
+            pid=os.getpid(),
+            redis=redact_url(settings.redis_url),
+        )
         if _callback_secret(settings) is None:
             log.warning(
                 "callback.auth_disabled",
