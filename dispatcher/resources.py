@@ -10,9 +10,7 @@ import redis.asyncio as aioredis
 from dispatcher.client import USER_AGENT, CatapushClient, SessionFactory, default_session
 from dispatcher.deadletters import AsyncDeadLetters
 from dispatcher.delivery import Deliverer
-from dispatcher.errors import TokenUnavailable
 from dispatcher.keys import Keys
-from dispatcher.logs import get_logger
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.receipts import Receipts
 from dispatcher.settings import Settings, secret_value
@@ -30,8 +28,6 @@ CLAIM_MARGIN_MS = 5_000
 # Connections for the consumer's own loops (fetch, acks, delay queue, heartbeat, limiter)
 # on top of one per send in flight.
 REDIS_SPARE_CONNECTIONS = 16
-
-log = get_logger(__name__)
 
 
 async def _nothing_to_close() -> None:
@@ -120,17 +116,6 @@ class WorkerResources:
             templates=load_templates(settings.templates_dir),
         )
         return redis, deliverer
-
-    async def warm_up(self) -> None:
-        """Take the shared token before the first send needs it, so the first sends are not
-        held up together by the OAuth round trip. A failure is only logged: the sends will
-        try again and retry with backoff."""
-        if self._tokens is None:
-            return
-        try:
-            await self._tokens.token()
-        except TokenUnavailable as exc:
-            log.warning("token.unavailable", error=str(exc))
 
     async def aclose(self) -> None:
         for close in reversed(self._closers):

@@ -1,8 +1,15 @@
 """Worker processes: each runs one asyncio event loop with many sends in flight.
 
-`run_workers` supervises the processes: SIGTERM or SIGINT is passed on to every process,
-which stops fetching, lets in-flight sends finish within the grace period, hands what it
-holds back to the queues and exits. A process that dies unexpectedly is started again.
+Before consuming, every process runs the preflight (dispatcher.preflight): it waits for
+Redis and takes the shared token, and a setting Redis or Catapush refuses ends it with
+`ConfigurationError` (exit status 2).
+
+`run_workers` supervises the processes: it runs the preflight once before starting any, so a
+bad setting is one line on stderr rather than one per process. SIGTERM or SIGINT is passed on
+to every process, which stops fetching, lets in-flight sends finish within the grace period,
+hands what it holds back to the queues and exits. A process that dies unexpectedly is
+started again; one that exits with status 2 stops them all, since a restart cannot mend a
+setting.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +30,7 @@ from dispatcher.consumer import Consumer
 from dispatcher.errors import ConfigurationError
 from dispatcher.logs import configure_logging, get_logger
 from dispatcher.messages import DELIVER_ACTOR
+from dispatcher.preflight import preflight, preflight_blocking
 from dispatcher.probe import start_probe
 from dispatcher.queue import RedisQueue
 from dispatcher.resources import WorkerResources
@@ -29,6 +38,8 @@ from dispatcher.settings import Settings, load_settings
 from dispatcher.templates import load_templates
 
 RESTART_DELAY_S = 1.0
+# A process that exits with this status met a setting it cannot work with (as the CLI's 2).
+EXIT_CONFIGURATION = 2
 # A message is redelivered once its worker's heartbeat is this old (dramatiq: 60 s).
 HEARTBEAT_TIMEOUT_MS = 15_000
 
@@ -50,9 +61,10 @@ async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopper(stop, signum))
 
+    if not await preflight(settings, stop):
+        return
     resources = WorkerResources(settings, concurrency=concurrency)
     redis, deliverer = resources.open()
-    await resources.warm_up()
     queue = RedisQueue(
         redis,
         settings.namespace,
@@ -113,8 +125,14 @@ def run_worker_process(settings: Settings, threads: int, probe: Probe | None = N
 
 
 def _child_main(threads: int, probe: Probe | None) -> None:
-    # Settings are read again in the child from the same environment the parent validated.
-    raise SystemExit(run_worker_process(load_settings(), threads, probe))
+    try:
+        # Settings are read again in the child from the same environment the parent validated.
+        code = run_worker_process(load_settings(), threads, probe)
+    except ConfigurationError as exc:
+        # Said as the CLI says it; the exit status tells the supervisor not to restart us.
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = EXIT_CONFIGURATION
+    raise SystemExit(code)
 
 
 def run_workers(
@@ -131,6 +149,8 @@ def run_workers(
         return run_worker_process(settings, threads, probe)
 
     configure_logging(settings.log_format)
+    if not preflight_blocking(settings):
+        return 0
     context = multiprocessing.get_context("spawn")
     children: list[multiprocessing.process.BaseProcess] = []
     stopping = threading.Event()
@@ -152,12 +172,19 @@ def run_workers(
     children.extend(start_child(index) for index in range(processes))
     log.info("workers.started", processes=processes, threads=threads)
 
+    code = 0
     while not stopping.is_set():
         for index, child in enumerate(children):
-            if not child.is_alive() and not stopping.is_set():
-                log.error("worker.died", pid=child.pid, exitcode=child.exitcode)
-                time.sleep(RESTART_DELAY_S)
-                children[index] = start_child(index)
+            if child.is_alive() or stopping.is_set():
+                continue
+            if child.exitcode == EXIT_CONFIGURATION:
+                log.error("worker.refused_configuration", pid=child.pid, exitcode=child.exitcode)
+                code = EXIT_CONFIGURATION
+                on_signal(signal.SIGTERM, None)
+                break
+            log.error("worker.died", pid=child.pid, exitcode=child.exitcode)
+            time.sleep(RESTART_DELAY_S)
+            children[index] = start_child(index)
         stopping.wait(0.5)
 
     deadline = time.monotonic() + settings.shutdown_grace_s + 5
@@ -166,4 +193,4 @@ def run_workers(
         if child.is_alive():
             child.kill()
     log.info("workers.stopped")
-    return 0
+    return code
