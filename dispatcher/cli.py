@@ -1,10 +1,15 @@
 """The `dispatcher` command. Exit status: 0 success, 1 an operation failed, 2 usage or
-configuration error."""
+configuration error.
+
+A Redis failure is one line on stderr, the URL's password shown as `***`: exit 1 when Redis
+did not answer, 2 when it refused `DISPATCHER_REDIS_URL` (a wrong password or database).
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -13,7 +18,7 @@ import redis
 import typer
 
 from dispatcher import __version__
-from dispatcher.errors import ConfigurationError, IntentRefused
+from dispatcher.errors import ConfigurationError, DispatcherError, IntentRefused, RedisRefused
 from dispatcher.settings import DEFAULT_CONCURRENCY, Settings, load_settings
 
 EXIT_OK = 0
@@ -43,6 +48,25 @@ def _settings(**overrides: Any) -> Settings:
         return load_settings(**overrides)
     except ConfigurationError as exc:
         _fail(str(exc), EXIT_USAGE)
+
+
+@contextmanager
+def _redis_failures(settings: Settings) -> Iterator[None]:
+    """Ends the command on a Redis failure, with one line and the right exit status."""
+    from dispatcher.redisconn import translate_for
+
+    try:
+        yield
+    except redis.RedisError as exc:
+        error = translate_for(exc, settings)
+    except DispatcherError as exc:
+        # Only what was translated from a Redis error; anything else is not ours to end.
+        if not isinstance(exc.__cause__, redis.RedisError):
+            raise
+        error = exc
+    else:
+        return
+    _fail(str(error), EXIT_USAGE if isinstance(error, RedisRefused) else EXIT_FAILED)
 
 
 def _configure_logs(settings: Settings) -> None:
@@ -113,7 +137,7 @@ def enqueue(
             typer.echo(intent_id)
         batch.clear()
 
-    try:
+    with _redis_failures(settings), closing(producer):
         for number, line in _json_lines(source):
             if not line.strip():
                 continue
@@ -129,10 +153,6 @@ def enqueue(
             if len(batch) >= ENQUEUE_BATCH:
                 flush()
         flush()
-    except redis.RedisError as exc:
-        _fail(f"cannot enqueue on Redis at {settings.redis_url}: {exc}")
-    finally:
-        producer.close()
     if refused:
         typer.echo(f"{refused} line(s) refused", err=True)
         raise typer.Exit(EXIT_FAILED)
@@ -226,7 +246,9 @@ def demo(
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url)
+    from dispatcher.redisconn import sync_redis
+
+    return sync_redis(settings)
 
 
 @app.command()
@@ -239,10 +261,8 @@ def status(
     from dispatcher.status import format_status, intent_status, is_known
 
     settings = _settings()
-    try:
-        report = intent_status(_redis(settings), settings, intent_id)
-    except redis.RedisError as exc:
-        _fail(f"cannot read Redis at {settings.redis_url}: {exc}")
+    with _redis_failures(settings), closing(_redis(settings)) as client:
+        report = intent_status(client, settings, intent_id)
     if as_json:
         typer.echo(orjson.dumps(report).decode())
     else:
@@ -267,11 +287,11 @@ def _reason(value: str | None) -> Any:
     return value
 
 
-def _dead_letters(settings: Settings) -> Any:
+def _dead_letters(client: redis.Redis, settings: Settings) -> Any:
     from dispatcher.deadletters import DeadLetters
     from dispatcher.keys import Keys
 
-    return DeadLetters(_redis(settings), Keys(settings.namespace))
+    return DeadLetters(client, Keys(settings.namespace))
 
 
 @dlq_app.command("list")
@@ -282,10 +302,8 @@ def dlq_list(
     """List dead letters, oldest first."""
     chosen = _reason(reason)
     settings = _settings()
-    try:
-        entries = _dead_letters(settings).list(chosen)
-    except redis.RedisError as exc:
-        _fail(f"cannot read Redis at {settings.redis_url}: {exc}")
+    with _redis_failures(settings), closing(_redis(settings)) as client:
+        entries = _dead_letters(client, settings).list(chosen)
     if as_json:
         for entry in entries:
             typer.echo(entry.to_json().decode())
@@ -306,10 +324,8 @@ def dlq_list(
 def dlq_show(entry_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show one dead letter in full, the intent included."""
     settings = _settings()
-    try:
-        entry = _dead_letters(settings).get(entry_id)
-    except redis.RedisError as exc:
-        _fail(f"cannot read Redis at {settings.redis_url}: {exc}")
+    with _redis_failures(settings), closing(_redis(settings)) as client:
+        entry = _dead_letters(client, settings).get(entry_id)
     if entry is None:
         _fail(f"no dead letter {entry_id!r}")
     typer.echo(orjson.dumps(entry.to_dict(), option=orjson.OPT_INDENT_2).decode())
@@ -346,11 +362,11 @@ def dlq_replay(
 
     chosen = _reason(reason)
     settings = _settings()
-    store = _dead_letters(settings)
     # Replays go back as they were checked the first time: no template check again.
-    producer = Producer(settings.redis_url, settings.namespace, settings.queue)
+    producer = Producer.from_settings(settings, check_templates=False)
     failed = 0
-    try:
+    with _redis_failures(settings), closing(producer), closing(_redis(settings)) as client:
+        store = _dead_letters(client, settings)
         for entry in _select(store, ids or [], every, chosen):
             if not isinstance(entry.intent, dict):
                 typer.echo(f"cannot replay {entry.id}: its message was not an intent", err=True)
@@ -359,10 +375,6 @@ def dlq_replay(
             producer.requeue(entry.intent, attempt=1, delay_ms=0)
             store.remove([entry.id])
             typer.echo(f"replayed {entry.id}")
-    except redis.RedisError as exc:
-        _fail(f"cannot replay on Redis at {settings.redis_url}: {exc}")
-    finally:
-        producer.close()
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
@@ -374,11 +386,9 @@ def dlq_purge(
 ) -> None:
     """Delete dead letters for good."""
     settings = _settings()
-    store = _dead_letters(settings)
-    try:
+    with _redis_failures(settings), closing(_redis(settings)) as client:
+        store = _dead_letters(client, settings)
         removed = store.remove(entry.id for entry in _select(store, ids or [], every, None))
-    except redis.RedisError as exc:
-        _fail(f"cannot purge on Redis at {settings.redis_url}: {exc}")
     typer.echo(f"purged {removed}")
 
 

@@ -16,8 +16,6 @@ import tempfile
 import time
 from typing import Any
 
-import redis
-
 from dispatcher.deadletters import DeadLetters
 from dispatcher.errors import IntentRefused
 from dispatcher.keys import Keys
@@ -25,8 +23,10 @@ from dispatcher.localredis import LocalRedis
 from dispatcher.logs import configure_logging
 from dispatcher.producer import Producer
 from dispatcher.receipts import ReceiptReader
+from dispatcher.redisconn import sync_redis_at
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.settings import DEFAULT_REDIS_CONNECT_TIMEOUT_S, DEFAULT_REDIS_SOCKET_TIMEOUT_S
 
 DEMO_MOBILE_APP_ID = 1001
 BLOCKED_IDENTIFIER = "blocked-user"
@@ -114,7 +114,11 @@ def run_demo(count: int = 12) -> int:
                 stdout=worker_log,
                 stderr=subprocess.STDOUT,
             )
-            client = redis.Redis.from_url(local_redis.url)
+            client = sync_redis_at(
+                local_redis.url,
+                connect_timeout_s=DEFAULT_REDIS_CONNECT_TIMEOUT_S,
+                socket_timeout_s=DEFAULT_REDIS_SOCKET_TIMEOUT_S,
+            )
             reader, dead = ReceiptReader(client, Keys("demo")), DeadLetters(client, Keys("demo"))
             outcomes: dict[str, str] = {}
             deadline = time.monotonic() + OUTCOME_DEADLINE_S
