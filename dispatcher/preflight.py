@@ -54,8 +54,8 @@ async def wait_for_redis(
     retry_interval_s: float = RETRY_INTERVAL_S,
     log_every_s: float = UNAVAILABLE_LOG_EVERY_S,
 ) -> bool:
-    """PING until Redis answers (True) or `stop` is set (False); raises `RedisRefused` when
-    Redis turns the URL away (password, database)."""
+    """PING until Redis answers (True) or `stop` is set (False); raises `ConfigurationError`
+    (`RedisRefused` for a password or database) when the URL can never work."""
     url = redact_url(settings.redis_url)
     started = time.monotonic()
     logged_at: float | None = None
@@ -64,8 +64,13 @@ async def wait_for_redis(
             await client.ping()
         except RedisError as exc:
             error = translate_for(exc, settings)
-            if classify(exc) != "unavailable":
+            kind = classify(exc)
+            if kind == "refused":
                 raise error from exc
+            if kind == "other":
+                # PING cannot fail on its own: an answer other than PONG means the URL leads
+                # to something that is not a Redis this worker can use.
+                raise ConfigurationError(f"{ENV_PREFIX}REDIS_URL: {error}") from exc
             now = time.monotonic()
             if logged_at is None or now - logged_at >= log_every_s:
                 logged_at = now

@@ -95,6 +95,21 @@ def test_a_redis_database_that_does_not_exist_is_one_line_and_exit_2(
     assert "database" in line
 
 
+@pytest.mark.timeout(60)
+def test_a_redis_url_that_leads_to_something_else_is_one_line_and_exit_2(
+    settings_env: dict[str, str], sandbox: SandboxProcess
+) -> None:
+    """A URL whose port answers, but not as Redis does (here: an HTTP server), is a setting
+    to fix, not an outage to wait out."""
+    env = {**settings_env, "DISPATCHER_REDIS_URL": f"redis://127.0.0.1:{sandbox.port}/0"}
+    result = run_cli(env, "worker", "--processes", "2", "--threads", "4")
+
+    line = the_one_error_line(result)
+    assert line.startswith(
+        f"error: DISPATCHER_REDIS_URL: Redis at redis://127.0.0.1:{sandbox.port}/0"
+    )
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("processes", [1, 2])
 def test_client_credentials_catapush_refuses_are_one_line_and_exit_2(
