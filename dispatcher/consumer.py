@@ -9,6 +9,12 @@ period, and hands everything it holds back to the queues.
 A message is acknowledged only after its outcome is recorded (receipt, dead letter or
 rescheduled copy), so a crash at any point leaves it to be redelivered, and the receipt
 keeps the redelivered copy from being sent twice.
+
+Redis going away (a restart, a failover) strands nothing: the consumer stops fetching, each
+message it holds keeps its place (an attempt that had not reached Catapush runs again once
+Redis answers; an outcome already decided is written through the `Recorder`, which never gives
+up), the worker reports not ready, and it resumes by itself. Catapush refusing the credentials
+holds the messages the same way, without spending their attempts.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import contextlib
 import heapq
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +33,15 @@ from redis.exceptions import RedisError
 
 from dispatcher.backoff import backoff_delay_ms
 from dispatcher.delivery import AttemptResult, Deliverer, Reschedule, Skipped
+from dispatcher.durable import Recorder
+from dispatcher.errors import TokenUnavailable
+from dispatcher.health import CREDENTIALS, REDIS, Health
+from dispatcher.intents import MAX_INTENT_BYTES
 from dispatcher.logs import get_logger
 from dispatcher.messages import Queued, Unreadable, now_ms, read_message
 from dispatcher.outcome import DeadLetter, Sent
 from dispatcher.queue import RedisQueue
-from dispatcher.settings import DEFAULT_CONCURRENCY
+from dispatcher.settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_IN_FLIGHT_BYTES
 
 FETCH_BATCH = 256
 IDLE_POLL_MIN_S = 0.005
@@ -38,7 +49,15 @@ IDLE_POLL_MAX_S = 0.2
 HEARTBEAT_INTERVAL_S = 3.0
 DELAY_POLL_S = 0.25
 DELAY_HELD_MAX = 10_000
+# Bodies of delayed messages held in memory until their eta (big attachments add up).
+DELAY_HELD_MAX_BYTES = 32 * 1024 * 1024
 REDIS_ERROR_PAUSE_S = 1.0
+# The largest message a fetch may bring in: an intent at intake's size cap, in its envelope.
+LARGEST_MESSAGE_BYTES = MAX_INTENT_BYTES + 4096
+# While Redis is away, how often it is asked whether it is back.
+REDIS_PROBE_S = 0.5
+# While Catapush refuses the credentials, how often they are tried again.
+CREDENTIALS_PROBE_S = 10.0
 
 log = get_logger(__name__)
 
@@ -71,35 +90,56 @@ class Consumer:
         queue: RedisQueue,
         deliverer: Deliverer,
         *,
+        health: Health,
+        recorder: Recorder,
         concurrency: int = DEFAULT_CONCURRENCY,
+        max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
+        largest_message_bytes: int = LARGEST_MESSAGE_BYTES,
         max_attempts: int,
         backoff_min_ms: int,
         backoff_max_ms: int,
         grace_s: float,
+        check_credentials: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._queue = queue
         self._deliverer = deliverer
+        self.health = health
+        self._recorder = recorder
         self._concurrency = concurrency
+        self._max_in_flight_bytes = max_in_flight_bytes
+        self._largest_message_bytes = largest_message_bytes
         self._max_attempts = max_attempts
         self._backoff_min_ms = backoff_min_ms
         self._backoff_max_ms = backoff_max_ms
         self._grace_s = grace_s
-        self._in_flight: dict[asyncio.Task[None], str] = {}
+        self._check_credentials = check_credentials
+        # task -> (redis id, body size, intent id when it has one)
+        self._in_flight: dict[asyncio.Task[None], tuple[str, int, str | None]] = {}
+        self._bytes_in_flight = 0
         self._slot_freed = asyncio.Event()
         self._acks: list[str] = []
         self._acks_waiting = asyncio.Event()
         self._delayed: list[tuple[int, str, bytes]] = []
+        self._delayed_bytes = 0
+        # Set once in-flight work is over: the heartbeat and the watchers serve the drain too.
+        self._closing = asyncio.Event()
         self.stats = ConsumerStats()
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def bytes_in_flight(self) -> int:
+        return self._bytes_in_flight
+
     async def run(self, stop: asyncio.Event) -> None:
         helpers = [
-            asyncio.create_task(self._beat(stop), name="heartbeat"),
+            asyncio.create_task(self._beat(), name="heartbeat"),
             asyncio.create_task(self._flush_acks(stop), name="acks"),
             asyncio.create_task(self._promote_delayed(stop), name="delayed"),
+            asyncio.create_task(self._watch_redis(), name="redis-watch"),
+            asyncio.create_task(self._watch_credentials(), name="credentials-watch"),
         ]
         try:
             await self._consume(stop)
@@ -107,6 +147,7 @@ class Consumer:
         finally:
             stop.set()
             self._acks_waiting.set()
+            self._closing.set()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self._give_back_delayed()
             await self._retire()
@@ -117,16 +158,22 @@ class Consumer:
         idle_s = IDLE_POLL_MIN_S
         name = self._queue.queue_name
         while not stop.is_set():
+            if not self.health.ready:
+                # Fetching more while Redis or Catapush is away only strands more.
+                await _first(self.health.wait_ready(), stop.wait())
+                continue
             room = self._concurrency - len(self._in_flight)
-            if room <= 0:
+            room_bytes = self._max_in_flight_bytes - self._bytes_in_flight
+            # A fetch takes at least one message, whatever its size; so while anything is
+            # held, fetch only with room for the largest one, and the budget holds.
+            if room <= 0 or (self._in_flight and room_bytes < self._largest_message_bytes):
                 self._slot_freed.clear()
                 await _first(self._slot_freed.wait(), stop.wait())
                 continue
             try:
-                batch = await self._queue.fetch(name, min(room, FETCH_BATCH))
+                batch = await self._queue.fetch(name, min(room, FETCH_BATCH), max_bytes=room_bytes)
             except RedisError as exc:
-                log.error("queue.fetch_failed", error=repr(exc))
-                await _sleep_unless(stop, REDIS_ERROR_PAUSE_S)
+                self._recorder.redis_failed(exc)
                 continue
             if not batch:
                 await _sleep_unless(stop, idle_s)
@@ -136,67 +183,83 @@ class Consumer:
             for redis_id, body in batch:
                 message = read_message(name, redis_id, body)
                 task = asyncio.create_task(self._handle(message))
-                self._in_flight[task] = redis_id
+                self._in_flight[task] = (redis_id, len(body), _message_intent_id(message))
+                self._bytes_in_flight += len(body)
                 task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        held = self._in_flight.pop(task, None)
+        if held is not None:
+            self._bytes_in_flight -= held[1]
         self._slot_freed.set()
 
     async def _handle(self, message: Queued | Unreadable) -> None:
         if isinstance(message, Unreadable):
-            try:
-                self.stats.count(
-                    await self._deliverer.bury_unreadable(message.raw, message.problem), 0
-                )
-            except Exception as exc:
-                log.error("delivery.recovery_failed", error=repr(exc))
-                await self._give_back(message.redis_id)
-                return
+            self.stats.count(await self._deliverer.bury_unreadable(message.raw, message.problem), 0)
             self._ack(message.redis_id)
             return
+        intent_id = _intent_id(message.intent)
         try:
-            result = await self._deliverer.attempt(message.intent, message.attempt)
-            self.stats.count(result, message.attempt)
-            if isinstance(result, Reschedule):
-                await self._queue.enqueue(
-                    result.intent, attempt=result.attempt, delay_ms=result.delay_ms
-                )
+            result = await self._attempt(message, intent_id)
         except Exception as exc:
-            # A bug or an outage must not lose the intent: count a failed attempt and try
-            # again later; once the attempts are spent, dead-letter it.
+            # A bug must not lose the intent: count a failed attempt and try again later;
+            # once the attempts are spent, dead-letter it.
             self.stats.outcomes["crashed"] += 1
-            if not await self._recover(message, exc):
-                await self._give_back(message.redis_id)
-                return
+            await self._recover(message, intent_id, exc)
+            self._ack(message.redis_id)
+            return
+        self.stats.count(result, message.attempt)
+        if isinstance(result, Reschedule):
+            again = result
+            await self._recorder.write(
+                lambda: self._queue.enqueue(
+                    again.intent, attempt=again.attempt, delay_ms=again.delay_ms
+                ),
+                what="retry",
+                intent_id=intent_id,
+            )
         self._ack(message.redis_id)
 
-    async def _recover(self, message: Queued, exc: Exception) -> bool:
-        error = repr(exc)
-        log.error("delivery.crashed", attempt=message.attempt, error=error, exc_info=exc)
-        try:
-            if message.attempt >= self._max_attempts:
-                await self._deliverer.bury_exhausted(message.intent, message.attempt, error)
-            else:
-                delay = backoff_delay_ms(
-                    message.attempt, self._backoff_min_ms, self._backoff_max_ms
-                )
-                await self._queue.enqueue(
-                    message.intent, attempt=message.attempt + 1, delay_ms=delay
-                )
-        except Exception as second:
-            log.error("delivery.recovery_failed", error=repr(second))
-            return False
-        return True
+    async def _attempt(self, message: Queued, intent_id: str | None) -> AttemptResult:
+        """The delivery attempt, run again while what it needs is away; nothing is spent."""
+        while True:
+            try:
+                return await self._deliverer.attempt(message.intent, message.attempt)
+            except RedisError as exc:
+                # Raised before the send (see `delivery`): nothing went out.
+                self._recorder.redis_failed(exc)
+                log.info("delivery.held", intent_id=intent_id, cause=REDIS)
+                await self.health.wait_clear(REDIS)
+            except TokenUnavailable as exc:
+                if not exc.permanent:
+                    raise
+                self.health.fail(CREDENTIALS, str(exc), repeat_s=60.0)
+                log.info("delivery.held", intent_id=intent_id, cause=CREDENTIALS)
+                await self.health.wait_clear(CREDENTIALS)
 
-    async def _give_back(self, redis_id: str) -> None:
-        """Put a message whose outcome could not be recorded back on the queue, later."""
-        await asyncio.sleep(REDIS_ERROR_PAUSE_S)
-        try:
-            await self._queue.requeue(self._queue.queue_name, [redis_id])
-        except RedisError as exc:
-            # Still taken by this worker: handed back on stop, or swept after a crash.
-            log.error("queue.requeue_failed", count=1, error=repr(exc))
+    async def _recover(self, message: Queued, intent_id: str | None, exc: Exception) -> None:
+        error = repr(exc)
+        log.error(
+            "delivery.crashed",
+            intent_id=intent_id,
+            attempt=message.attempt,
+            error=error,
+            exc_info=exc,
+        )
+        if message.attempt >= self._max_attempts:
+            self.stats.count(
+                await self._deliverer.bury_exhausted(message.intent, message.attempt, error),
+                message.attempt,
+            )
+            return
+        delay = backoff_delay_ms(message.attempt, self._backoff_min_ms, self._backoff_max_ms)
+        await self._recorder.write(
+            lambda: self._queue.enqueue(
+                message.intent, attempt=message.attempt + 1, delay_ms=delay
+            ),
+            what="retry",
+            intent_id=intent_id,
+        )
 
     # -- acknowledgements --------------------------------------------------------------------
 
@@ -214,8 +277,12 @@ class Consumer:
                 try:
                     await self._queue.ack(self._queue.queue_name, ids)
                 except RedisError as exc:
-                    log.error("queue.ack_failed", count=len(ids), error=repr(exc))
+                    self._recorder.redis_failed(exc)
                     self._acks = ids + self._acks
+                    if self._closing.is_set() and self.health.has(REDIS):
+                        # Stopping with Redis away: these stay taken, for the sweep.
+                        log.error("queue.ack_abandoned", count=len(self._acks))
+                        return
                     await asyncio.sleep(REDIS_ERROR_PAUSE_S)
                     self._acks_waiting.set()
                     continue
@@ -231,14 +298,21 @@ class Consumer:
         log.info("worker.draining", in_flight=len(self._in_flight))
         _, late = await asyncio.wait(list(self._in_flight), timeout=self._grace_s)
         if late:
-            stranded = [self._in_flight[task] for task in late]
+            stranded = [self._in_flight[task][0] for task in late]
+            intent_ids = [self._in_flight[task][2] for task in late]
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
             try:
                 await self._queue.requeue(self._queue.queue_name, stranded)
             except RedisError as exc:
-                log.error("queue.requeue_failed", count=len(stranded), error=repr(exc))
+                # Still in this worker's ack set: the sweep hands them back.
+                log.error(
+                    "queue.requeue_failed",
+                    count=len(stranded),
+                    intent_ids=intent_ids,
+                    error=repr(exc),
+                )
         log.info(
             "worker.drained",
             seconds=round(time.monotonic() - started, 2),
@@ -256,39 +330,95 @@ class Consumer:
     async def _give_back_delayed(self) -> None:
         ids = [redis_id for _, redis_id, _ in self._delayed]
         self._delayed.clear()
+        self._delayed_bytes = 0
+        if not ids:
+            return
         try:
             await self._queue.requeue(self._queue.delay_queue_name, ids)
         except RedisError as exc:
-            log.error("queue.requeue_failed", count=len(ids), error=repr(exc))
+            log.error("queue.requeue_failed", count=len(ids), redis_ids=ids, error=repr(exc))
 
-    # -- the delay queue and the heartbeat ---------------------------------------------------
+    # -- the delay queue, the heartbeat and the watchers -------------------------------------
 
     async def _promote_delayed(self, stop: asyncio.Event) -> None:
         name = self._queue.delay_queue_name
         while not stop.is_set():
+            if self.health.has(REDIS):
+                await _first(self.health.wait_clear(REDIS), stop.wait())
+                continue
             try:
-                if len(self._delayed) < DELAY_HELD_MAX:
-                    for redis_id, body in await self._queue.fetch(name, FETCH_BATCH):
+                room_bytes = DELAY_HELD_MAX_BYTES - self._delayed_bytes
+                if len(self._delayed) < DELAY_HELD_MAX and room_bytes > 0:
+                    for redis_id, body in await self._queue.fetch(
+                        name, FETCH_BATCH, max_bytes=room_bytes
+                    ):
                         heapq.heappush(self._delayed, (_eta(body), redis_id, body))
+                        self._delayed_bytes += len(body)
                 now = now_ms()
                 while self._delayed and self._delayed[0][0] <= now:
-                    _, redis_id, body = heapq.heappop(self._delayed)
+                    _, redis_id, body = self._delayed[0]
+                    # Popped only once moved: a failed move stays held, and is given back.
                     await self._queue.promote(redis_id, body)
+                    heapq.heappop(self._delayed)
+                    self._delayed_bytes -= len(body)
             except RedisError as exc:
-                log.error("queue.delay_failed", error=repr(exc))
+                self._recorder.redis_failed(exc)
             wait_s = DELAY_POLL_S
             if self._delayed:
                 wait_s = min(wait_s, max(0.0, (self._delayed[0][0] - now_ms()) / 1000))
             await _sleep_unless(stop, wait_s)
 
-    async def _beat(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def _beat(self) -> None:
+        while not self._closing.is_set():
             try:
                 await self._queue.heartbeat()
                 self.stats.last_beat = time.monotonic()
             except RedisError as exc:
-                log.warning("heartbeat.failed", error=repr(exc))
-            await _sleep_unless(stop, HEARTBEAT_INTERVAL_S)
+                self._recorder.redis_failed(exc)
+            await _sleep_unless(self._closing, HEARTBEAT_INTERVAL_S)
+
+    async def _watch_redis(self) -> None:
+        """While Redis is a problem, ask it every `REDIS_PROBE_S` whether it is back."""
+        while not self._closing.is_set():
+            if self.health.has(REDIS):
+                try:
+                    await self._queue.redis.ping()
+                except RedisError as exc:
+                    self._recorder.redis_failed(exc)
+                else:
+                    self.health.recover(REDIS)
+                    # Beat at once: after a long outage the others may take us for dead.
+                    with contextlib.suppress(RedisError):
+                        await self._queue.heartbeat()
+                        self.stats.last_beat = time.monotonic()
+            await _sleep_unless(self._closing, REDIS_PROBE_S)
+
+    async def _watch_credentials(self) -> None:
+        """While Catapush refuses the credentials, try them again now and then."""
+        check = self._check_credentials
+        while not self._closing.is_set():
+            await _sleep_unless(self._closing, CREDENTIALS_PROBE_S)
+            if check is None or not self.health.has(CREDENTIALS):
+                continue
+            try:
+                await check()
+            except TokenUnavailable as exc:
+                if exc.permanent:
+                    self.health.fail(CREDENTIALS, str(exc), repeat_s=60.0)
+                    continue
+            except RedisError as exc:
+                self._recorder.redis_failed(exc)
+                continue
+            self.health.recover(CREDENTIALS)
+
+
+def _message_intent_id(message: Queued | Unreadable) -> str | None:
+    return None if isinstance(message, Unreadable) else _intent_id(message.intent)
+
+
+def _intent_id(raw: Any) -> str | None:
+    candidate = raw.get("id") if isinstance(raw, dict) else None
+    return candidate if isinstance(candidate, str) else None
 
 
 def _eta(body: bytes) -> int:

@@ -2,8 +2,13 @@
 
 Decodes and checks the intent, claims it (so no other worker sends it at the same time and a
 copy that already went out is skipped), waits for the shared rate limit, sends, and turns the
-answer into an `Outcome`. The caller (the actor) carries out retries; dead letters and
-receipts are written here, so that no outcome is left unrecorded.
+answer into an `Outcome`. The caller (the consumer) carries out retries; dead letters and
+receipts are written here, through the `Recorder`, so that no outcome is left unrecorded even
+while Redis is away.
+
+A `RedisError` that leaves `attempt` always comes from before the send (the rate limit, the
+claim): nothing went out, and the caller may run the same attempt again once Redis answers.
+A `TokenUnavailable` that leaves it is a refusal of the credentials: no attempt is spent on it.
 """
 
 from __future__ import annotations
@@ -15,9 +20,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 from dispatcher.backoff import backoff_delay_ms
 from dispatcher.deadletters import AsyncDeadLetters, DeadLetterEntry
-from dispatcher.errors import CatapushError, CatapushRejected, IntentRefused, SlotUnavailable
+from dispatcher.durable import Recorder
+from dispatcher.errors import (
+    CatapushError,
+    CatapushRejected,
+    IntentRefused,
+    SlotUnavailable,
+    TokenUnavailable,
+)
 from dispatcher.intents import ID_PATTERN, Attachment, CatapushMessage, parse_intent
 from dispatcher.logs import get_logger
 from dispatcher.outcome import DeadLetter, RetryLater, Sent, decide, is_transient
@@ -87,6 +101,7 @@ class Deliverer:
         receipts: Receipts,
         dead_letters: AsyncDeadLetters,
         limiter: Limiter,
+        recorder: Recorder,
         max_attempts: int,
         backoff_min_ms: int,
         backoff_max_ms: int,
@@ -99,6 +114,7 @@ class Deliverer:
         self._receipts = receipts
         self._dead_letters = dead_letters
         self._limiter = limiter
+        self._recorder = recorder
         self._max_attempts = max_attempts
         self._backoff_min_ms = backoff_min_ms
         self._backoff_max_ms = backoff_max_ms
@@ -178,13 +194,15 @@ class Deliverer:
         try:
             accepted = await self._sender.send(message, intent.attachment)
         except CatapushError as exc:
-            await self._receipts.release(intent_id, claim.owner)
+            await self._release(intent_id, claim.owner)
+            if isinstance(exc, TokenUnavailable) and exc.permanent:
+                raise
             if (
                 isinstance(exc, CatapushRejected)
                 and exc.retry_after_s is not None
                 and is_transient(exc.status_code)
             ):
-                await self._limiter.pause_all(exc.retry_after_s)
+                await self._pause_all(exc.retry_after_s, intent_id)
             outcome = decide(exc, attempt=attempt, max_attempts=self._max_attempts)
             if isinstance(outcome, RetryLater):
                 delay_ms = backoff_delay_ms(
@@ -205,15 +223,33 @@ class Deliverer:
                 return Reschedule(wire, attempt + 1, delay_ms)
             return await self._bury(outcome, intent_id=intent_id, attempts=attempt, intent=wire)
         except BaseException:
-            await self._receipts.release(intent_id, claim.owner)
+            await self._release(intent_id, claim.owner)
             raise
 
         receipt = Receipt(intent_id, accepted.message_id, _iso_now(), attempt)
-        await self._receipts.record(receipt)
+        await self._recorder.write(
+            lambda: self._receipts.record(receipt), what="receipt", intent_id=intent_id
+        )
         log.info(
             "delivery.sent", intent_id=intent_id, message_id=accepted.message_id, attempt=attempt
         )
         return Sent(accepted.message_id)
+
+    async def _release(self, intent_id: str, owner: str) -> None:
+        # A claim that cannot be released expires by itself soon after.
+        try:
+            await self._receipts.release(intent_id, owner)
+        except RedisError as exc:
+            self._recorder.redis_failed(exc)
+            log.warning("claim.release_failed", intent_id=intent_id, error=repr(exc))
+
+    async def _pause_all(self, seconds: float, intent_id: str) -> None:
+        # The pause is a courtesy to Catapush; this intent's own backoff honours it anyway.
+        try:
+            await self._limiter.pause_all(seconds)
+        except RedisError as exc:
+            self._recorder.redis_failed(exc)
+            log.warning("ratelimit.pause_failed", intent_id=intent_id, error=repr(exc))
 
     async def bury_unreadable(self, raw: str, problem: str) -> DeadLetter:
         """Dead-letter a queue message that is not even a readable intent, keeping its text."""
@@ -245,7 +281,9 @@ class Deliverer:
             attempts=attempts,
             intent=intent,
         )
-        await self._dead_letters.add(entry)
+        await self._recorder.write(
+            lambda: self._dead_letters.add(entry), what="dead letter", intent_id=entry.id
+        )
         log.warning(
             "delivery.dead_lettered",
             intent_id=entry.id,

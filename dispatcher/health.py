@@ -29,6 +29,7 @@ class _Problem:
     message: str
     since: float
     logged_at: float
+    repeat_s: float
 
 
 class Health:
@@ -40,6 +41,7 @@ class Health:
         self._problems: dict[str, _Problem] = {}
         self._ready = asyncio.Event()
         self._ready.set()
+        self._cleared: dict[str, asyncio.Event] = {}
 
     @property
     def ready(self) -> bool:
@@ -48,17 +50,29 @@ class Health:
     def problems(self) -> dict[str, str]:
         return {cause: problem.message for cause, problem in self._problems.items()}
 
-    def fail(self, cause: str, message: str, **context: object) -> None:
-        """Open (or keep open) `cause`; logs on opening and then once a `repeat_s`."""
+    def has(self, cause: str) -> bool:
+        return cause in self._problems
+
+    def fail(
+        self, cause: str, message: str, *, repeat_s: float | None = None, **context: object
+    ) -> None:
+        """Open (or keep open) `cause`; logs on opening and then once a `repeat_s`.
+
+        A passing outage is worth a line every few seconds; a refusal that only ops can
+        mend, a line a minute: the caller says which.
+        """
         now = self._clock()
         problem = self._problems.get(cause)
         if problem is None:
-            self._problems[cause] = _Problem(message, now, now)
+            self._problems[cause] = _Problem(message, now, now, repeat_s or self._repeat_s)
             self._ready.clear()
+            self._cleared.setdefault(cause, asyncio.Event()).clear()
             log.error("worker.not_ready", cause=cause, error=message, **context)
             return
         problem.message = message
-        if now - problem.logged_at >= self._repeat_s:
+        if repeat_s is not None:
+            problem.repeat_s = repeat_s
+        if now - problem.logged_at >= problem.repeat_s:
             problem.logged_at = now
             log.error(
                 "worker.still_not_ready",
@@ -73,8 +87,14 @@ class Health:
         if problem is None:
             return
         log.info("worker.recovered", cause=cause, after_s=round(self._clock() - problem.since, 1))
+        self._cleared[cause].set()
         if not self._problems:
             self._ready.set()
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
+
+    async def wait_clear(self, cause: str) -> None:
+        """Return once `cause` is not open (at once if it is not)."""
+        if cause in self._problems:
+            await self._cleared[cause].wait()

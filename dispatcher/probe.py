@@ -1,7 +1,9 @@
-"""A worker's own HTTP endpoint: `/healthz` for Kubernetes probes, `/metrics` for Prometheus.
+"""A worker's own HTTP endpoint: `/healthz` and `/readyz` for Kubernetes, `/metrics`.
 
-Served on the worker's event loop, so an answer also proves the loop is not stuck; the
-health check further requires a recent heartbeat, which proves Redis is reachable.
+Served on the worker's event loop, so any answer proves the loop is not stuck. `/healthz`
+(liveness) says no more than that: a Redis outage must not get every pod restarted, since a
+worker waits Redis out by itself. `/readyz` (readiness) also requires that nothing keeps the
+worker from working (Redis answering, credentials accepted) and a recent heartbeat.
 """
 
 from __future__ import annotations
@@ -27,10 +29,21 @@ def beat_age_s(consumer: Consumer) -> float | None:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    age = beat_age_s(request.app[_CONSUMER])
+    return web.json_response({"ok": True})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    consumer = request.app[_CONSUMER]
+    age = beat_age_s(consumer)
+    problems = consumer.health.problems()
     if age is None or age > STALE_BEAT_S:
-        return web.json_response({"ok": False, "heartbeat_age_s": age}, status=503)
-    return web.json_response({"ok": True, "heartbeat_age_s": round(age, 3)})
+        problems.setdefault("heartbeat", "no heartbeat taken by Redis lately")
+    shown_age = None if age is None else round(age, 3)
+    if problems:
+        return web.json_response(
+            {"ok": False, "problems": problems, "heartbeat_age_s": shown_age}, status=503
+        )
+    return web.json_response({"ok": True, "heartbeat_age_s": shown_age})
 
 
 def render_metrics(consumer: Consumer) -> str:
@@ -46,6 +59,12 @@ def render_metrics(consumer: Consumer) -> str:
         "counter",
         "Intents this worker process dead-lettered, by reason.",
         [(label("reason", reason), stats.dead_letters[reason]) for reason in REASONS],
+    )
+    lines += family(
+        "dispatcher_worker_ready",
+        "gauge",
+        "1 when nothing keeps this worker process from working, else 0.",
+        [("", 1 if consumer.health.ready else 0)],
     )
     lines += family(
         "dispatcher_sends_in_flight",
@@ -76,6 +95,7 @@ async def start_probe(consumer: Consumer, host: str, port: int) -> web.AppRunner
     app = web.Application()
     app[_CONSUMER] = consumer
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from dispatcher.client import USER_AGENT, CatapushClient, SessionFactory, default_session
 from dispatcher.deadletters import AsyncDeadLetters
 from dispatcher.delivery import Deliverer
+from dispatcher.durable import Recorder
+from dispatcher.health import Health
 from dispatcher.keys import Keys
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.receipts import Receipts
@@ -72,7 +74,10 @@ class WorkerResources:
         self._concurrency = concurrency
         self._session_factory = session_factory
         self._closers: list[Callable[[], Awaitable[None]]] = []
-        self._tokens: TokenSource | None = None
+        # What keeps this process from working; the consumer and the probes read it.
+        self.health = Health()
+        self.recorder = Recorder(self.health)
+        self.tokens: TokenSource | None = None
 
     def open(self) -> tuple[aioredis.Redis, Deliverer]:
         settings = self._settings
@@ -85,7 +90,7 @@ class WorkerResources:
         redis = aioredis.Redis(connection_pool=pool)
         tokens, close_tokens = open_token_source(settings, redis)
         self._closers.append(close_tokens)
-        self._tokens = tokens
+        self.tokens = tokens
         client = CatapushClient(
             settings.catapush_url,
             tokens=tokens,
@@ -108,6 +113,7 @@ class WorkerResources:
                 burst=settings.rate_burst,
                 max_wait_s=DEFAULT_MAX_WAIT_S,
             ),
+            recorder=self.recorder,
             max_attempts=settings.max_attempts,
             backoff_min_ms=settings.backoff_min_ms,
             backoff_max_ms=settings.backoff_max_ms,

@@ -72,10 +72,15 @@ async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None 
         worker_id=str(uuid.uuid4()),
         heartbeat_timeout_ms=HEARTBEAT_TIMEOUT_MS,
     )
+    tokens = resources.tokens
     consumer = Consumer(
         queue,
         deliverer,
+        health=resources.health,
+        recorder=resources.recorder,
         concurrency=concurrency,
+        max_in_flight_bytes=settings.max_in_flight_bytes,
+        check_credentials=None if tokens is None else tokens.token,
         max_attempts=settings.max_attempts,
         backoff_min_ms=settings.backoff_min_ms,
         backoff_max_ms=settings.backoff_max_ms,

@@ -147,7 +147,8 @@ def test_a_worker_serves_its_health_and_metrics(
     sandbox: SandboxProcess,
     redis_client: redis.Redis,
 ) -> None:
-    """`--metrics-port` serves /healthz once the heartbeat runs, and /metrics counts outcomes."""
+    """`--metrics-port` serves /healthz, /readyz once the heartbeat runs, and /metrics counts
+    outcomes."""
     port = free_port()
     worker = WorkerProcess(settings_env, threads=8, extra=("--metrics-port", str(port)))
     try:
@@ -160,6 +161,7 @@ def test_a_worker_serves_its_health_and_metrics(
                 return False
 
         wait_until(healthy, timeout=30, what="the worker's /healthz")
+        wait_until(lambda: probe.get("/readyz").status_code == 200, timeout=30, what="/readyz")
         sandbox.admin.add_fault(status=403, identifier="user1")
         ids = enqueue_many(settings, 3)
         wait_until(lambda: all_sent(redis_client, settings, [ids[0], ids[2]]), timeout=30, what="2")
