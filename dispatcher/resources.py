@@ -15,6 +15,7 @@ from dispatcher.health import Health
 from dispatcher.keys import Keys
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.receipts import Receipts
+from dispatcher.redisconn import async_redis
 from dispatcher.settings import Settings, secret_value
 from dispatcher.templates import load_templates
 from dispatcher.tokens import (
@@ -84,10 +85,7 @@ class WorkerResources:
         keys = Keys(settings.namespace)
         # A send holds at most one connection at a time, so this many can never run out;
         # a blocking pool would cost a timer per command to guard against that.
-        pool = aioredis.ConnectionPool.from_url(
-            settings.redis_url, max_connections=self._concurrency + REDIS_SPARE_CONNECTIONS
-        )
-        redis = aioredis.Redis(connection_pool=pool)
+        redis = async_redis(settings, max_connections=self._concurrency + REDIS_SPARE_CONNECTIONS)
         tokens, close_tokens = open_token_source(settings, redis)
         self._closers.append(close_tokens)
         self.tokens = tokens
@@ -97,7 +95,7 @@ class WorkerResources:
             timeout_s=settings.http_timeout_s,
             session_factory=self._session_factory,
         )
-        self._closers.extend([client.aclose, redis.aclose, pool.disconnect])
+        self._closers.extend([client.aclose, redis.aclose])
         deliverer = Deliverer(
             sender=client,
             receipts=Receipts(

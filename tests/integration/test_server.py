@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from dispatcher.deadletters import DeadLetters
+from dispatcher.intents import MAX_INTENT_BYTES
 from dispatcher.keys import Keys
 from dispatcher.localredis import free_port
 from dispatcher.producer import Producer
@@ -171,14 +172,15 @@ def test_an_invalid_intent_is_refused_naming_the_field(
 def test_a_body_that_is_not_one_json_object_is_a_bad_request(
     server: ServerProcess, settings: Settings, redis_client: redis.Redis
 ) -> None:
-    """Non-JSON and non-object bodies get 400 naming `body`; a body over 1 MiB gets 413."""
+    """Non-JSON and non-object bodies get 400 naming `body`; a body over the intent cap (the
+    one every intake door shares) gets 413."""
     not_json = server.http.post(
         "/v1/notifications", content=b"{oops", headers={"content-type": "application/json"}
     )
     an_array = server.http.post("/v1/notifications", json=[{"recipients": ["a"], "text": "x"}])
     huge = server.http.post(
         "/v1/notifications",
-        json={"recipients": ["alice"], "text": "x" * (1024 * 1024)},
+        json={"recipients": ["alice"], "text": "x" * MAX_INTENT_BYTES},
     )
 
     assert not_json.status_code == 400
@@ -186,7 +188,7 @@ def test_a_body_that_is_not_one_json_object_is_a_bad_request(
     assert an_array.status_code == 400
     assert an_array.json() == {"errors": ["body: must be a JSON object, not list"]}
     assert huge.status_code == 413
-    assert huge.json() == {"errors": ["body: larger than 1048576 bytes"]}
+    assert huge.json() == {"errors": [f"body: larger than {MAX_INTENT_BYTES} bytes"]}
     assert queue_length(redis_client, settings) == 0
 
 
