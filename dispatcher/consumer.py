@@ -222,9 +222,12 @@ class Consumer:
 
     async def _attempt(self, message: Queued, intent_id: str | None) -> AttemptResult:
         """The delivery attempt, run again while what it needs is away; nothing is spent."""
+        owner = f"{self._queue.worker_id}:{message.redis_id}"
         while True:
             try:
-                return await self._deliverer.attempt(message.intent, message.attempt)
+                return await self._deliverer.attempt(
+                    message.intent, message.attempt, claim_owner=owner
+                )
             except RedisError as exc:
                 # Raised before the send (see `delivery`): nothing went out.
                 self._recorder.redis_failed(exc)

@@ -123,8 +123,14 @@ class Deliverer:
         self._templates = templates
         self._clock_ms = clock_ms
 
-    async def attempt(self, raw: Any, attempt: int) -> AttemptResult:
-        """Run attempt number `attempt` (1-based) for the intent `raw` (decoded JSON)."""
+    async def attempt(
+        self, raw: Any, attempt: int, *, claim_owner: str | None = None
+    ) -> AttemptResult:
+        """Run attempt number `attempt` (1-based) for the intent `raw` (decoded JSON).
+
+        `claim_owner` names the holder of this message, the same each time the attempt runs
+        again, so a claim taken by a call whose answer Redis lost is recognised as ours.
+        """
         try:
             intent = parse_intent(raw)
         except IntentRefused as exc:
@@ -181,7 +187,7 @@ class Deliverer:
             # Waiting for the rate limit is not a failed attempt.
             return Reschedule(wire, attempt, int(exc.retry_in_s * 1000))
 
-        claim = await self._receipts.claim(intent_id)
+        claim = await self._receipts.claim(intent_id, claim_owner)
         if claim.state is ClaimState.ALREADY_SENT:
             assert claim.receipt is not None
             log.info("delivery.skipped", intent_id=intent_id, message_id=claim.receipt.message_id)

@@ -21,11 +21,16 @@ from dispatcher.keys import Keys
 DEFAULT_RECEIPT_TTL_S = 30 * 24 * 3600
 
 # KEYS: receipt, claim. ARGV: owner, claim ttl ms.
-# Returns the receipt if there is one, else 1 if the claim was taken, else 0 (busy).
+# Returns the receipt if there is one, else 1 if the claim was taken (or is the owner's
+# already), else 0 (busy).
 _CLAIM = """
 local receipt = redis.call('get', KEYS[1])
 if receipt then return receipt end
 if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('get', KEYS[2]) == ARGV[1] then
+    redis.call('pexpire', KEYS[2], ARGV[2])
+    return 1
+end
 return 0
 """
 
@@ -86,9 +91,14 @@ class Receipts:
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
 
-    async def claim(self, intent_id: str) -> Claim:
-        """One round trip: the receipt if the intent went out already, else try to claim it."""
-        owner = secrets.token_hex(8)
+    async def claim(self, intent_id: str, owner: str | None = None) -> Claim:
+        """One round trip: the receipt if the intent went out already, else try to claim it.
+
+        An `owner` that stays the same when an attempt runs again (after Redis failed under
+        it) finds its own claim held, not busy: the claim may have been taken by a call whose
+        answer was lost, and waiting for it to expire would hold the intent for nothing.
+        """
+        owner = owner or secrets.token_hex(8)
         answer = await self._claim(
             keys=[self._keys.receipt(intent_id), self._keys.claim(intent_id)],
             args=[owner, self._claim_ttl_ms],

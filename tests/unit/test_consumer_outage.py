@@ -57,6 +57,7 @@ class FakeRedis:
 class FakeQueue:
     queue_name = QUEUE
     delay_queue_name = f"{QUEUE}.DQ"
+    worker_id = "worker-1"
 
     def __init__(self, store: Store, bodies: list[bytes]) -> None:
         self.store = store
@@ -127,7 +128,7 @@ class FakeDeliverer:
         self.sent: list[tuple[str, int]] = []
         self.behaviour = behaviour
 
-    async def attempt(self, raw: Any, attempt: int) -> Any:
+    async def attempt(self, raw: Any, attempt: int, *, claim_owner: str | None = None) -> Any:
         self.store.check()  # the claim and the rate limit need Redis
         intent_id = raw["id"]
         if self.behaviour is not None:
@@ -347,7 +348,7 @@ async def test_stop_while_redis_is_away_leaves_held_messages_taken_for_the_sweep
     store.down = False
     stop = asyncio.Event()
 
-    async def attempt_fails(raw: Any, attempt: int) -> Any:
+    async def attempt_fails(raw: Any, attempt: int, *, claim_owner: str | None = None) -> Any:
         store.fail()
         raise RedisConnectionError("Connection reset by peer")
 
