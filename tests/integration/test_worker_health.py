@@ -12,7 +12,7 @@ from dispatcher.localredis import LocalRedis, free_port
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
 from tests.conftest import WorkerProcess, wait_until
-from tests.integration.helpers import all_sent, enqueue_many
+from tests.integration.helpers import all_sent, dead_letters, enqueue_many
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -70,3 +70,48 @@ def test_readiness_follows_redis_and_liveness_does_not(
     assert "worker.recovered" in events
     # Waiting an outage out is a line every few seconds, never a traceback.
     assert not any("Traceback" in str(event) for event in logged)
+
+
+def test_credentials_refused_while_running_hold_messages_until_they_are_accepted(
+    redis_server: LocalRedis,
+    redis_client: redis.Redis,
+    settings: Settings,
+    settings_env: dict[str, str],
+    sandbox: SandboxProcess,
+) -> None:
+    port = free_port()
+    worker = WorkerProcess(settings_env, threads=8, extra=("--metrics-port", str(port)))
+    probe = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        wait_until(lambda: status(probe, "/readyz") == 200, timeout=30, what="ready")
+        first = enqueue_many(settings, 3, prefix="before")
+        wait_until(lambda: all_sent(redis_client, settings, first), timeout=30, what="3 sent")
+
+        # The account's secret is rotated under the running worker, and its token dropped.
+        sandbox.admin.set_credentials("rotated-client", "rotated-secret")
+        sandbox.admin.expire_tokens()
+        held = enqueue_many(settings, 3, prefix="held")
+        wait_until(lambda: status(probe, "/readyz") == 503, timeout=30, what="not ready")
+        assert "credentials" in probe.get("/readyz").json()["problems"]
+        assert status(probe, "/healthz") == 200
+        assert dead_letters(redis_client, settings).list(None) == []
+
+        # Ops put the worker's credentials back: it resumes by itself.
+        sandbox.admin.reset()
+        wait_until(lambda: all_sent(redis_client, settings, held), timeout=40, what="held sent")
+        wait_until(lambda: status(probe, "/readyz") == 200, timeout=15, what="ready again")
+        worker.stop()
+        logged = worker.events()
+    finally:
+        probe.close()
+        worker.close()
+    held_attempts = [
+        event["attempt"]
+        for event in logged
+        if event["event"] == "delivery.sent" and event.get("intent_id", "").startswith("held")
+    ]
+    assert held_attempts == [1, 1, 1]
+    # One line when the refusal began (the next would come a minute later), one at recovery.
+    said = [event["event"] for event in logged if event.get("cause") == "credentials"]
+    assert said.count("worker.not_ready") == 1
+    assert "worker.recovered" in said
