@@ -100,8 +100,32 @@ class SandboxAdmin:
             "PUT", "/credentials", json={"client_id": client_id, "client_secret": client_secret}
         )
 
+    def add_client(
+        self, client_id: str, client_secret: str, mobile_app_ids: list[int] | None = None
+    ) -> None:
+        """Another account with its own credentials; a token of one account is refused
+        (403) for the apps of another."""
+        body = {
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "mobile_app_ids": mobile_app_ids or [],
+        }
+        self._call("POST", "/clients", json=body)
+
+    def seed_users(self, app_id: int, identifiers: list[str]) -> int:
+        """Create users in an app without going through the API; returns how many were new."""
+        created: int = self._call(
+            "POST", f"/apps/{app_id}/users", json={"identifiers": identifiers}
+        )["created"]
+        return created
+
+    def set_users_exists_status(self, status: int) -> None:
+        """How a create of an existing user is answered: 409 (default) or 400."""
+        self._call("PUT", "/users-exists-status", json={"status": status})
+
     def requests(self, kind: str | None = None, since: int = 0) -> list[dict[str, Any]]:
-        """Logged requests with `seq` greater than `since`; `kind` is `messages` or `oauth`."""
+        """Logged requests with `seq` greater than `since`; `kind` is `messages`, `oauth` or
+        `users`."""
         params: dict[str, str | int] = {"since": since}
         if kind is not None:
             params["kind"] = kind

@@ -19,7 +19,7 @@ import resource
 import time
 import uuid
 from http import HTTPStatus
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from aiohttp import BodyPartReader, web
@@ -27,6 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dispatcher.intents import CatapushMessage, field_errors
 from dispatcher.sandbox.state import FaultRule, SandboxState
+from dispatcher.sandbox.users import (
+    DEFAULT_PAGE_SIZE,
+    EXISTS_TITLES,
+    MAX_PAGE_SIZE,
+    user_problems,
+)
 
 STATE_KEY = web.AppKey("sandbox_state", SandboxState)
 
@@ -136,10 +142,10 @@ async def oauth_token(request: web.Request) -> web.Response:
         or params["grant_type"] != "client_credentials"
     ):
         status, body = 400, {"error": "invalid_request"}
-    elif client_id != state.client_id or params["client_secret"] != state.client_secret:
+    elif not state.credentials_valid(params["client_id"], params["client_secret"]):
         status, body = 400, {"error": "invalid_client"}
     else:
-        token = state.issue_token()
+        token = state.issue_token(client_id)
         status, body = 200, {"grant_type": "client_credentials", "access_token": token}
     state.log(
         "oauth",
@@ -160,7 +166,9 @@ async def oauth_revoke(request: web.Request) -> web.Response:
     token, error = _authenticate(request, state)
     revoked = 0
     if error is None:
-        revoked = state.revoke_tokens()
+        # Every token of the caller's account, the one it called with included.
+        assert token is not None
+        revoked = state.revoke_tokens(state.client_of(token))
     state.log(
         "oauth",
         {
@@ -275,6 +283,12 @@ async def send_message(request: web.Request) -> web.StreamResponse:
         problem = unreadable or _validate(message)
         if problem is not None:
             response = error_response(400, problem)
+        elif token is not None and not state.may_send_for(token, message.get("mobileAppId")):
+            response = error_response(
+                403,
+                "mobileAppId: the app belongs to another account than this token's",
+                "Forbidden - Wrong authentication",
+            )
         else:
             now = time.time()
             message_id = str(uuid.uuid4())
@@ -309,6 +323,144 @@ async def send_message(request: web.Request) -> web.StreamResponse:
         # Writing to the closed transport fails with ConnectionError, which aiohttp treats as
         # a client that went away: no response, nothing logged.
         return web.Response(status=499)
+    return response
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+def _app_id(request: web.Request) -> int | None:
+    raw = request.match_info["app_id"]
+    return int(raw) if raw.isdigit() else None
+
+
+def _log_users(
+    state: SandboxState, request: web.Request, status: int, identifier: str | None
+) -> None:
+    state.log(
+        "users",
+        {
+            "method": request.method,
+            "status": status,
+            "app_id": request.match_info["app_id"],
+            "identifier": identifier,
+        },
+    )
+
+
+def _not_found(what: str) -> web.Response:
+    return error_response(404, f"{what} not found", "Not Found")
+
+
+def _positive_query(request: web.Request, name: str, default: int) -> int | str:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        return f"{name}: must be an integer, not {raw!r}"
+
+
+async def list_users(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    _, response = _authenticate(request, state)
+    app_id = _app_id(request)
+    if response is None and app_id is None:
+        response = _not_found("App")
+    if response is None:
+        assert app_id is not None
+        page = _positive_query(request, "page", 1)
+        size = _positive_query(request, "size", DEFAULT_PAGE_SIZE)
+        if isinstance(page, str) or isinstance(size, str):
+            response = error_response(400, str(page if isinstance(page, str) else size))
+        elif not 1 <= size <= MAX_PAGE_SIZE:
+            response = error_response(400, f"size: must be between 1 and {MAX_PAGE_SIZE}")
+        else:
+            total, users = state.users.page(app_id, page, size)
+            response = _json(
+                {"total_count": total, "_embedded": {"AppUser": [u.public() for u in users]}}
+            )
+    _log_users(state, request, response.status, None)
+    return response
+
+
+async def create_user(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    _, response = _authenticate(request, state)
+    app_id = _app_id(request)
+    identifier: str | None = None
+    if response is None and app_id is None:
+        response = _not_found("App")
+    if response is None:
+        assert app_id is not None
+        try:
+            body: Any = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            body, response = None, error_response(400, f"body: not valid JSON ({exc})")
+        if isinstance(body, dict) and isinstance(body.get("identifier"), str):
+            identifier = body["identifier"]
+        problems = user_problems(body) if response is None else []
+        if problems:
+            response = error_response(400, "; ".join(problems))
+        elif response is None:
+            user = state.users.create(app_id, body["identifier"], body["password"])
+            if user is None:
+                status = state.users.exists_status
+                response = error_response(
+                    status, f"identifier: {body['identifier']!r} exists", EXISTS_TITLES[status]
+                )
+            else:
+                response = _json(user.public(), 201)
+    _log_users(state, request, response.status, identifier)
+    return response
+
+
+async def get_user(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    _, response = _authenticate(request, state)
+    app_id = _app_id(request)
+    identifier = request.match_info["identifier"]
+    if response is None:
+        user = None if app_id is None else state.users.get(app_id, identifier)
+        response = _not_found("User") if user is None else _json(user.public())
+    _log_users(state, request, response.status, identifier)
+    return response
+
+
+async def update_user(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    _, response = _authenticate(request, state)
+    app_id = _app_id(request)
+    identifier = request.match_info["identifier"]
+    if response is None:
+        user = None if app_id is None else state.users.get(app_id, identifier)
+        if user is None:
+            response = _not_found("User")
+        else:
+            try:
+                body: Any = orjson.loads(await request.read())
+            except orjson.JSONDecodeError as exc:
+                body, response = None, error_response(400, f"body: not valid JSON ({exc})")
+            problems = user_problems(body, partial=True) if response is None else []
+            if problems:
+                response = error_response(400, "; ".join(problems))
+            elif response is None:
+                user.password = body["password"]
+                response = _json(user.public())
+    _log_users(state, request, response.status, identifier)
+    return response
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    _, response = _authenticate(request, state)
+    app_id = _app_id(request)
+    identifier = request.match_info["identifier"]
+    if response is None:
+        deleted = app_id is not None and state.users.delete(app_id, identifier)
+        response = web.Response(status=204) if deleted else _not_found("User")
+    _log_users(state, request, response.status, identifier)
     return response
 
 
@@ -411,6 +563,47 @@ async def set_credentials(request: web.Request) -> web.Response:
     return _json({"client_id": spec.client_id})
 
 
+class ClientSpec(_AdminModel):
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: Annotated[str, Field(min_length=1)]
+    mobile_app_ids: list[int] = []
+
+
+async def add_client(request: web.Request) -> web.Response:
+    spec = await _admin_body(request, ClientSpec)
+    if isinstance(spec, web.Response):
+        return spec
+    request.app[STATE_KEY].add_client(spec.client_id, spec.client_secret, spec.mobile_app_ids)
+    return _json({"client_id": spec.client_id, "mobile_app_ids": spec.mobile_app_ids})
+
+
+class SeedUsersSpec(_AdminModel):
+    identifiers: list[str]
+
+
+async def seed_users(request: web.Request) -> web.Response:
+    spec = await _admin_body(request, SeedUsersSpec)
+    if isinstance(spec, web.Response):
+        return spec
+    app_id = _app_id(request)
+    if app_id is None:
+        return _admin_error("app id: must be an integer")
+    created = request.app[STATE_KEY].users.seed(app_id, spec.identifiers)
+    return _json({"created": created})
+
+
+class ExistsStatusSpec(_AdminModel):
+    status: Literal[400, 409]
+
+
+async def set_exists_status(request: web.Request) -> web.Response:
+    spec = await _admin_body(request, ExistsStatusSpec)
+    if isinstance(spec, web.Response):
+        return spec
+    request.app[STATE_KEY].users.exists_status = spec.status
+    return _json({"status": spec.status})
+
+
 async def list_requests(request: web.Request) -> web.Response:
     kind = request.query.get("kind") or None
     try:
@@ -448,6 +641,14 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_post(f"{API_PREFIX}/auth/oauth", oauth_token)
     app.router.add_delete(f"{API_PREFIX}/auth/oauth", oauth_revoke)
     app.router.add_post(f"{API_PREFIX}/messages", send_message)
+    users = f"{API_PREFIX}/apps/{{app_id}}/users"
+    # Catapush's own examples write the collection with and without a trailing slash.
+    app.router.add_get(users, list_users)
+    app.router.add_get(users + "/", list_users)
+    app.router.add_post(users, create_user)
+    app.router.add_get(users + "/{identifier:.+}", get_user)
+    app.router.add_patch(users + "/{identifier:.+}", update_user)
+    app.router.add_delete(users + "/{identifier:.+}", delete_user)
     app.router.add_post(f"{ADMIN_PREFIX}/faults", add_fault)
     app.router.add_get(f"{ADMIN_PREFIX}/faults", list_faults)
     app.router.add_delete(f"{ADMIN_PREFIX}/faults", clear_faults)
@@ -455,6 +656,9 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_post(f"{ADMIN_PREFIX}/tokens/expire", expire_tokens)
     app.router.add_put(f"{ADMIN_PREFIX}/token-ttl", set_token_ttl)
     app.router.add_put(f"{ADMIN_PREFIX}/credentials", set_credentials)
+    app.router.add_post(f"{ADMIN_PREFIX}/clients", add_client)
+    app.router.add_post(f"{ADMIN_PREFIX}/apps/{{app_id}}/users", seed_users)
+    app.router.add_put(f"{ADMIN_PREFIX}/users-exists-status", set_exists_status)
     app.router.add_get(f"{ADMIN_PREFIX}/requests", list_requests)
     app.router.add_delete(f"{ADMIN_PREFIX}/requests", clear_requests)
     app.router.add_get(f"{ADMIN_PREFIX}/stats", stats)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PERMANENT_TOKEN
+from dispatcher.sandbox.users import UserDirectory
 
 Clock = Callable[[], float]
 TokenCheck = Literal["ok", "unknown", "expired"]
@@ -79,6 +80,13 @@ class SandboxState:
         self._started = clock()
         # Tokens map to the clock reading when they were issued.
         self._tokens: dict[str, float] = {}
+        # Which client (account) each temporary token was issued to.
+        self._token_clients: dict[str, str] = {}
+        # More accounts besides the primary one, and which account owns which app: a token
+        # of one account may not send for another account's app.
+        self._extra_clients: dict[str, str] = {}
+        self._app_owners: dict[int, str] = {}
+        self.users = UserDirectory(wall_clock)
         # Kept apart from unknown tokens so that a 401 can say which of the two it was.
         self._expired: set[str] = set()
         self.faults: list[FaultRule] = []
@@ -104,11 +112,35 @@ class SandboxState:
 
     # -- tokens ------------------------------------------------------------------------------
 
-    def issue_token(self) -> str:
+    def issue_token(self, client_id: str | None = None) -> str:
         token = self._token_factory()
         self._tokens[token] = self._clock()
+        self._token_clients[token] = client_id or self.client_id
         self.tokens_issued += 1
         return token
+
+    def credentials_valid(self, client_id: str, client_secret: str) -> bool:
+        if client_id == self.client_id:
+            return client_secret == self.client_secret
+        return self._extra_clients.get(client_id) == client_secret
+
+    def add_client(self, client_id: str, client_secret: str, app_ids: Iterable[int]) -> None:
+        """Another account: its own credentials, its own tokens, the apps it owns."""
+        if client_id != self.client_id:
+            self._extra_clients[client_id] = client_secret
+        for app_id in app_ids:
+            self._app_owners[app_id] = client_id
+
+    def client_of(self, token: str) -> str:
+        """The account a valid token belongs to (the permanent token: the primary one)."""
+        return self._token_clients.get(token, self.client_id)
+
+    def may_send_for(self, token: str, app_id: object) -> bool:
+        """False when the app belongs to another account than the token's."""
+        if not self._app_owners or not isinstance(app_id, int):
+            return True
+        owner = self._app_owners.get(app_id)
+        return owner is None or owner == self.client_of(token)
 
     def check_token(self, token: str) -> TokenCheck:
         if token == self.permanent_token:
@@ -130,12 +162,20 @@ class SandboxState:
         self._tokens.clear()
         return live
 
-    def revoke_tokens(self) -> int:
-        """What `DELETE /auth/oauth` does: afterwards those tokens are simply unknown."""
-        live = len(self._tokens)
-        self._tokens.clear()
-        self._expired.clear()
-        return live
+    def revoke_tokens(self, client_id: str | None = None) -> int:
+        """What `DELETE /auth/oauth` does to the caller's account (every account when
+        `client_id` is None): afterwards those tokens are simply unknown."""
+        doomed = [
+            token
+            for token in self._tokens
+            if client_id is None or self._token_clients.get(token) == client_id
+        ]
+        for token in doomed:
+            del self._tokens[token]
+            self._token_clients.pop(token, None)
+        if client_id is None:
+            self._expired.clear()
+        return len(doomed)
 
     def set_credentials(self, client_id: str, client_secret: str) -> None:
         """Rotate the client credentials: only these get a token from now on. Tokens issued
@@ -235,6 +275,8 @@ class SandboxState:
             "latency_ms": self.latency_ms,
             "token_ttl_s": self.token_ttl_s,
             "log_entries": len(self._log),
+            "users": self.users.counts(),
+            "users_created": self.users.created,
             "uptime_s": self._clock() - self._started,
         }
 
@@ -243,6 +285,10 @@ class SandboxState:
         self.faults.clear()
         self._tokens.clear()
         self._expired.clear()
+        self._token_clients.clear()
+        self._extra_clients.clear()
+        self._app_owners.clear()
+        self.users.clear()
         self.clear_requests()
         self._reset_tunables()
         self._reset_counters()
