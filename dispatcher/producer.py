@@ -16,7 +16,7 @@ import redis
 from dispatcher.intents import Intent, check_size, parse_intent
 from dispatcher.logs import get_logger
 from dispatcher.messages import outgoing
-from dispatcher.redisconn import sync_redis_at, translate
+from dispatcher.redisconn import RedisTarget, sync_redis_for, translate_target
 from dispatcher.render import Templates, check_template
 from dispatcher.settings import (
     DEFAULT_REDIS_CONNECT_TIMEOUT_S,
@@ -45,12 +45,15 @@ class Producer:
         templates: Templates | None = None,
         connect_timeout_s: float = DEFAULT_REDIS_CONNECT_TIMEOUT_S,
         socket_timeout_s: float = DEFAULT_REDIS_SOCKET_TIMEOUT_S,
+        target: RedisTarget | None = None,
     ) -> None:
-        self._redis = sync_redis_at(
-            redis_url, connect_timeout_s=connect_timeout_s, socket_timeout_s=socket_timeout_s
-        )
-        self._url = redis_url
-        self._timeouts = (connect_timeout_s, socket_timeout_s)
+        # `target` carries TLS files and sentinels when the settings have them.
+        if target is None:
+            target = RedisTarget(
+                redis_url, connect_timeout_s=connect_timeout_s, socket_timeout_s=socket_timeout_s
+            )
+        self._redis = sync_redis_for(target)
+        self._target = target
         self._queue_name = queue_name
         self._namespace = namespace
         self._templates = templates
@@ -74,6 +77,7 @@ class Producer:
             templates=templates,
             connect_timeout_s=settings.redis_connect_timeout_s,
             socket_timeout_s=settings.redis_socket_timeout_s,
+            target=RedisTarget.of(settings),
         )
 
     def enqueue(self, intent: Intent | Mapping[str, Any]) -> str:
@@ -121,33 +125,25 @@ class Producer:
                     pipe.rpush(key, message.message_id)
                 pipe.execute()
         except redis.RedisError as exc:
-            connect_s, socket_s = self._timeouts
-            raise translate(
-                exc, self._url, connect_timeout_s=connect_s, socket_timeout_s=socket_s
-            ) from exc
+            raise translate_target(exc, self._target) from exc
 
     def close(self) -> None:
         self._redis.close()
 
 
-_producers: dict[tuple[str, str, str, float, float], Producer] = {}
+_producers: dict[tuple[RedisTarget, str, str], Producer] = {}
 
 
 def enqueue(intent: Intent | Mapping[str, Any], *, settings: Settings | None = None) -> str:
     """Validate an intent and put it on the queue; returns its id.
 
-    Reads the `DISPATCHER_*` settings when none are given. Producers are kept per Redis URL,
-    namespace, queue and timeouts, so calling this in a loop reuses one connection pool. Raises
+    Reads the `DISPATCHER_*` settings when none are given. Producers are kept per Redis
+    target (URL, timeouts, TLS files, sentinels), namespace and queue, so calling this in a
+    loop reuses one connection pool. Raises
     `IntentRefused`, `RedisUnavailable` or `RedisRefused`.
     """
     chosen = settings if settings is not None else load_settings()
-    key = (
-        chosen.redis_url,
-        chosen.namespace,
-        chosen.queue,
-        chosen.redis_connect_timeout_s,
-        chosen.redis_socket_timeout_s,
-    )
+    key = (RedisTarget.of(chosen), chosen.namespace, chosen.queue)
     producer = _producers.get(key)
     if producer is None:
         producer = _producers[key] = Producer.from_settings(chosen)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, HttpUrl, SecretStr, ValidationError, model_validator
+from pydantic import Field, FilePath, HttpUrl, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dispatcher.errors import ConfigurationError
@@ -34,9 +34,17 @@ DEFAULT_REDIS_SOCKET_TIMEOUT_S = 10.0
 DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
 # Sends in flight per worker process (`dispatcher worker --threads`).
 DEFAULT_CONCURRENCY = 128
+# How long a receipt keeps a resent or replayed intent from going out twice, and how long the
+# status callbacks of a message are kept; both bound what Redis holds per message sent.
+DEFAULT_RECEIPT_TTL_DAYS = 30.0
+DEFAULT_STATUS_TTL_DAYS = 30.0
+SECONDS_PER_DAY = 24 * 3600
 
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 KeyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+PositiveDays = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# `host:port` pairs, comma-separated (spaces allowed around the commas).
+SentinelList = Annotated[str, Field(pattern=r"^\s*[^\s,:]+:\d{1,5}\s*(,\s*[^\s,:]+:\d{1,5}\s*)*$")]
 
 
 def secret_value(secret: SecretStr | None) -> str | None:
@@ -79,6 +87,15 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: PositiveSeconds = DEFAULT_REDIS_CONNECT_TIMEOUT_S
     redis_socket_timeout_s: PositiveSeconds = DEFAULT_REDIS_SOCKET_TIMEOUT_S
     max_in_flight_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_IN_FLIGHT_BYTES
+    # TLS (with a `rediss://` URL) and Sentinel; see `dispatcher.redisconn`.
+    redis_ca_file: FilePath | None = None
+    redis_cert_file: FilePath | None = None
+    redis_key_file: FilePath | None = None
+    redis_sentinels: SentinelList | None = None
+    redis_sentinel_master: KeyName | None = None
+    redis_sentinel_password: SecretStr | None = None
+    receipt_ttl_days: PositiveDays = DEFAULT_RECEIPT_TTL_DAYS
+    status_ttl_days: PositiveDays = DEFAULT_STATUS_TTL_DAYS
 
     @model_validator(mode="after")
     def _backoff_bounds_are_ordered(self) -> Self:
@@ -89,13 +106,65 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _redis_options_fit_together(self) -> Self:
+        tls = self.redis_url.startswith("rediss://")
+        for name in ("redis_ca_file", "redis_cert_file", "redis_key_file"):
+            if getattr(self, name) is not None and not tls:
+                raise ValueError(
+                    f"{name}: needs a rediss:// {ENV_PREFIX}REDIS_URL (TLS); the URL is not one"
+                )
+        if (self.redis_cert_file is None) != (self.redis_key_file is None):
+            raise ValueError(
+                "redis_cert_file: a client certificate needs both "
+                f"{ENV_PREFIX}REDIS_CERT_FILE and {ENV_PREFIX}REDIS_KEY_FILE"
+            )
+        if self.redis_sentinels is not None:
+            for host, port in self.redis_sentinel_addresses:
+                if not 0 < port < 65536:
+                    raise ValueError(f"redis_sentinels: {host}:{port} has no valid port")
+            if self.redis_sentinel_master is None:
+                raise ValueError(
+                    f"redis_sentinel_master: required with {ENV_PREFIX}REDIS_SENTINELS "
+                    "(the name the sentinels monitor the master under)"
+                )
+            if self.redis_url.startswith("unix://"):
+                raise ValueError(
+                    f"redis_sentinels: needs a redis:// or rediss:// {ENV_PREFIX}REDIS_URL "
+                    "(it gives the database, user and password)"
+                )
+        elif self.redis_sentinel_master is not None:
+            raise ValueError(
+                f"redis_sentinels: required with {ENV_PREFIX}REDIS_SENTINEL_MASTER "
+                "(host:port of each sentinel, comma-separated)"
+            )
+        return self
+
+    @property
+    def redis_sentinel_addresses(self) -> tuple[tuple[str, int], ...]:
+        """The sentinels as (host, port) pairs; empty without Sentinel."""
+        if self.redis_sentinels is None:
+            return ()
+        pairs = []
+        for item in self.redis_sentinels.split(","):
+            host, _, port = item.strip().rpartition(":")
+            pairs.append((host, int(port)))
+        return tuple(pairs)
+
+    @property
+    def receipt_ttl_s(self) -> int:
+        return max(1, round(self.receipt_ttl_days * SECONDS_PER_DAY))
+
+    @property
+    def status_ttl_s(self) -> int:
+        return max(1, round(self.status_ttl_days * SECONDS_PER_DAY))
+
     @property
     def catapush_url(self) -> str:
         return str(self.catapush_base_url).rstrip("/")
 
     def require_credentials(self) -> None:
         """Fail fast, before a worker starts, when no way to authenticate is configured."""
-        if secret_value(self.catapush_access_token) is not None:
             return
         if not self.catapush_client_id:
             raise ConfigurationError(
@@ -114,6 +183,7 @@ _UNSHOWN_FIELDS = {
     "catapush_client_secret",
     "catapush_access_token",
     "callback_secret",
+    "redis_sentinel_password",
     "redis_url",
     "callback_url",
     "catapush_base_url",
