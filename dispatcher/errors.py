@@ -10,6 +10,8 @@
     │                            or a read-only replica after a failover (exit status 1)
     └── CatapushError            talking to Catapush failed
         ├── CatapushRejected     Catapush answered with an error status (status, title, detail)
+        │   ├── UserExists       a user to create exists already (409, or 400 titled so)
+        │   └── UserNotFound     no such user in the app (404)
         ├── CatapushUnreachable  no answer: timeout or connection error
         │   └── CatapushTimeout
         └── TokenUnavailable     no OAuth token could be obtained
@@ -92,6 +94,15 @@ class CatapushRejected(CatapushError):
         self.title = title
         self.detail = detail
         self.retry_after_s = retry_after_s
+
+
+class UserExists(CatapushRejected):
+    """The user to create exists already: Catapush said so with `409`, or with `400` and a
+    title saying it exists."""
+
+
+class UserNotFound(CatapushRejected):
+    """No user with that identifier in the app (`404`)."""
 
 
 class CatapushUnreachable(CatapushError):

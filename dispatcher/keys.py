@@ -36,6 +36,10 @@ class Keys:
     def token_lock(self, fingerprint: str) -> str:
         return f"{self.namespace}:token.lock:{fingerprint}"
 
+    def token_meta(self, fingerprint: str) -> str:
+        """When the shared token was fetched (JSON), for `dispatcher token status`."""
+        return f"{self.namespace}:token.meta:{fingerprint}"
+
     def receipt(self, intent_id: str) -> str:
         return f"{self.namespace}:receipt:{intent_id}"
 
@@ -60,6 +64,22 @@ class Keys:
     def pause(self) -> str:
         """Set while Catapush asked every worker to hold off (`Retry-After`)."""
         return f"{self.namespace}:pause"
+
+    def rate_limit_of(self, account: str | None) -> str:
+        """The rate limit of one account of an accounts file (None: the single account's)."""
+        return self.rate_limit if account is None else f"{self.rate_limit}:{account}"
+
+    def pause_of(self, account: str | None) -> str:
+        return self.pause if account is None else f"{self.pause}:{account}"
+
+    @property
+    def events(self) -> str:
+        """Capped stream of events producers act on (dead identifiers)."""
+        return f"{self.namespace}:events"
+
+    def event_seen(self, digest: str) -> str:
+        """Set once an event went on the stream, so a repeated callback adds nothing."""
+        return f"{self.namespace}:events.seen:{digest}"
 
     def queue(self, queue_name: str) -> str:
         """dramatiq's list of message ids for a queue (its messages live in `<queue>.msgs`)."""

@@ -107,9 +107,13 @@ class SharedRateLimiter:
         rate_per_s: float,
         burst: int,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        account: str | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
+        # Each account of an accounts file has a limit of its own (None: the single one).
+        self._rate_key = keys.rate_limit_of(account)
+        self._pause_key = keys.pause_of(account)
         self._interval_ms = 1000.0 / rate_per_s
         self._tolerance_ms = burst_tolerance_ms(rate_per_s, burst)
         self._max_wait_s = max_wait_s
@@ -132,7 +136,7 @@ class SharedRateLimiter:
         """Hold every worker off for `seconds` (a server's `Retry-After`)."""
         milliseconds = max(1, int(seconds * 1000))
         try:
-            if await self._pause(keys=[self._keys.pause], args=[milliseconds]):
+            if await self._pause(keys=[self._pause_key], args=[milliseconds]):
                 log.warning("ratelimit.paused", seconds=seconds)
         except RedisError as exc:
             log.warning("ratelimit.pause_failed", error=repr(exc))
@@ -144,7 +148,7 @@ class SharedRateLimiter:
             wanted = len(self._waiters)
             try:
                 granted, wait_ms = await self._acquire(
-                    keys=[self._keys.rate_limit, self._keys.pause],
+                    keys=[self._rate_key, self._pause_key],
                     args=[self._interval_ms, self._tolerance_ms, wanted],
                 )
             except RedisError as exc:

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     backoff_max_ms: Annotated[int, Field(ge=1)] = DEFAULT_BACKOFF_MAX_MS
     http_timeout_s: PositiveSeconds = DEFAULT_HTTP_TIMEOUT_S
     templates_dir: Path | None = None
+    # Several Catapush accounts, each with its apps (TOML); see `dispatcher.catapush.accounts`.
+    accounts_file: Path | None = None
     callback_url: HttpUrl | None = None
     callback_secret: SecretStr | None = None
     log_format: Literal["json", "console"] = "json"
@@ -165,6 +167,7 @@ class Settings(BaseSettings):
 
     def require_credentials(self) -> None:
         """Fail fast, before a worker starts, when no way to authenticate is configured."""
+        if secret_value(self.catapush_access_token) is not None or self.accounts_file:
             return
         if not self.catapush_client_id:
             raise ConfigurationError(

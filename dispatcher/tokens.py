@@ -58,6 +58,11 @@ def credentials_fingerprint(base_url: str, client_id: str, client_secret: str) -
     return hashlib.sha256(data).hexdigest()[:FINGERPRINT_HEX_CHARS]
 
 
+def token_digest(token: str) -> str:
+    """Tells tokens apart in Redis without storing a second copy of the token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:FINGERPRINT_HEX_CHARS]
+
+
 class OAuthTokenSource:
     """Fetches a temporary token with the client-credentials grant."""
 
@@ -142,6 +147,7 @@ class SharedTokenCache:
         self._redis = redis
         self._token_key = keys.token(fingerprint)
         self._lock_key = keys.token_lock(fingerprint)
+        self._meta_key = keys.token_meta(fingerprint)
         self._fingerprint = fingerprint
         self._fetch = fetch
         self._lock_ttl_ms = lock_ttl_ms
@@ -202,7 +208,9 @@ class SharedTokenCache:
     async def _refresh(self) -> str:
         started = time.monotonic()
         token = await self._fetch()
-        await self._redis.set(self._token_key, token)
+        # The meta names its token by a digest, so a reader can tell whether it still fits.
+        meta = orjson.dumps({"fetched_at": time.time(), "token_sha256": token_digest(token)})
+        await self._redis.mset({self._token_key: token, self._meta_key: meta})
         log.info(
             "token.refreshed",
             credentials=self._fingerprint,

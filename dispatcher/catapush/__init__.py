@@ -1,0 +1,1 @@
+"""What speaks to the Catapush API besides sending: users, the token's lifecycle, accounts."""
