@@ -18,6 +18,7 @@ import redis
 import typer
 
 from dispatcher import __version__
+from dispatcher.commands.token import token_app
 from dispatcher.commands.users import users_app
 from dispatcher.errors import ConfigurationError, DispatcherError, IntentRefused, RedisRefused
 from dispatcher.settings import DEFAULT_CONCURRENCY, Settings, load_settings
@@ -38,6 +39,7 @@ app = typer.Typer(
 dlq_app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(users_app, name="users")
+app.add_typer(token_app, name="token")
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
