@@ -217,19 +217,31 @@ def serve(
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")
     ] = 8000,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve without DISPATCHER_API_TOKENS on an address that is not loopback.",
+        ),
+    ] = False,
 ) -> None:
-    """Serve HTTP intake, Catapush status callbacks, /healthz and /metrics until SIGTERM."""
+    """Serve the HTTP API, Catapush status callbacks, the ops console, /healthz, /readyz and
+    /metrics until SIGTERM."""
+    from dispatcher.http.app import check_exposure, run_server
     from dispatcher.listening import bind_listener
-    from dispatcher.server import run_server
 
     settings = _settings()
     _configure_logs(settings)
+    try:
+        tokens = check_exposure(settings, host, insecure=insecure)
+    except ConfigurationError as exc:
+        _fail(str(exc), EXIT_USAGE)
     try:
         sock = bind_listener(host, port)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     try:
-        code = run_server(settings, sock)
+        code = run_server(settings, sock, tokens)
     except ConfigurationError as exc:
         sock.close()
         _fail(str(exc), EXIT_USAGE)

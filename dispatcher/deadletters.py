@@ -7,6 +7,7 @@ even a readable intent), so dead-lettering the same intent again replaces its en
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -18,8 +19,11 @@ import redis
 
 from dispatcher.keys import Keys
 from dispatcher.outcome import DeadReason
+from dispatcher.throughput import stage_count
 
 REASONS: tuple[DeadReason, ...] = ("rejected", "invalid", "exhausted", "expired")
+# Entries read per round trip while paging or counting.
+PAGE_CHUNK = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,7 @@ def _stage_add(pipe: Any, keys: Keys, entry: DeadLetterEntry) -> None:
     """Queue on a pipeline (sync or async) the two writes that store an entry."""
     pipe.hset(keys.dead_letters, entry.id, entry.to_json())
     pipe.zadd(keys.dead_letter_index, {entry.id: _score(entry)})
+    stage_count(pipe, keys, "dead")
 
 
 class AsyncDeadLetters:
@@ -120,6 +125,44 @@ class DeadLetters:
             if raw is not None
         ]
         return [entry for entry in entries if reason is None or entry.reason == reason]
+
+    def page(
+        self, reason: DeadReason | None, start: int, limit: int
+    ) -> tuple[builtins.list[DeadLetterEntry], int | None]:
+        """Up to `limit` entries, oldest first, from position `start` of the index; and the
+        position to ask for next (None at the end). Filtering by reason reads on in chunks
+        until the page is full."""
+        found: builtins.list[DeadLetterEntry] = []
+        position = start
+        chunk = max(limit, PAGE_CHUNK)
+        while len(found) < limit:
+            ids = cast(
+                builtins.list[bytes],
+                self._redis.zrange(self._keys.dead_letter_index, position, position + chunk - 1),
+            )
+            if not ids:
+                return found, None
+            raws = self._redis.hmget(self._keys.dead_letters, ids)
+            for offset, raw in enumerate(raws):
+                if raw is None:
+                    continue
+                entry = DeadLetterEntry.from_json(raw)
+                if reason is None or entry.reason == reason:
+                    found.append(entry)
+                    if len(found) == limit:
+                        following = position + offset + 1
+                        more = self._redis.zcard(self._keys.dead_letter_index) > following
+                        return found, following if more else None
+            position += len(ids)
+        return found, position
+
+    def counts(self) -> dict[str, int]:
+        """Entries by reason, every reason present (0 when none)."""
+        totals: dict[str, int] = dict.fromkeys(REASONS, 0)
+        for _, raw in self._redis.hscan_iter(self._keys.dead_letters, count=PAGE_CHUNK):
+            reason = DeadLetterEntry.from_json(raw).reason
+            totals[reason] = totals.get(reason, 0) + 1
+        return totals
 
     def remove(self, entry_ids: Iterable[str]) -> int:
         ids = list(entry_ids)

@@ -123,3 +123,12 @@ class Keys:
         A `messageRef` cannot contain ':', so these never collide with `callbacks()`.
         """
         return f"{self.namespace}:callbacks:msgid:{message_id}"
+
+    def throughput(self, kind: str, minute: int) -> str:
+        """Counter of `kind` events (sent, dead-lettered) in one minute (epoch // 60)."""
+        return f"{self.namespace}:throughput:{kind}:{minute}"
+
+    def callback_seen(self, fingerprint: str) -> str:
+        """Set while a status callback with this content fingerprint is stored: a second
+        delivery of the same callback is then recognised and not stored again."""
+        return f"{self.namespace}:callback.seen:{fingerprint}"

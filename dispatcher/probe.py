@@ -4,6 +4,7 @@ Served on the worker's event loop, so any answer proves the loop is not stuck. `
 (liveness) says no more than that: a Redis outage must not get every pod restarted, since a
 worker waits Redis out by itself. `/readyz` (readiness) also requires that nothing keeps the
 worker from working (Redis answering, credentials accepted) and a recent heartbeat.
+`/metrics` is prometheus-client's exposition of this process's own registry.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from dispatcher.consumer import HEARTBEAT_INTERVAL_S, Consumer
-from dispatcher.deadletters import REASONS
-from dispatcher.exposition import family, label
+from dispatcher.workermetrics import OUTCOMES, ConsumerCollector, WorkerMetrics
+
+__all__ = ["OUTCOMES", "STALE_BEAT_S", "beat_age_s", "render_metrics", "start_probe"]
 
 # Three missed beats and the worker reports itself unhealthy.
 STALE_BEAT_S = 3 * HEARTBEAT_INTERVAL_S + 1
-OUTCOMES = ("sent", "skipped", "retried", "deferred", "dead_lettered", "crashed")
 
 _CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer", Consumer)
+_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 
 
 def beat_age_s(consumer: Consumer) -> float | None:
@@ -46,54 +50,37 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "heartbeat_age_s": shown_age})
 
 
-def render_metrics(consumer: Consumer) -> str:
-    stats = consumer.stats
-    lines = family(
-        "dispatcher_deliveries_total",
-        "counter",
-        "Delivery attempts of this worker process, by outcome.",
-        [(label("outcome", outcome), stats.outcomes[outcome]) for outcome in OUTCOMES],
-    )
-    lines += family(
-        "dispatcher_dead_lettered_total",
-        "counter",
-        "Intents this worker process dead-lettered, by reason.",
-        [(label("reason", reason), stats.dead_letters[reason]) for reason in REASONS],
-    )
-    lines += family(
-        "dispatcher_worker_ready",
-        "gauge",
-        "1 when nothing keeps this worker process from working, else 0.",
-        [("", 1 if consumer.health.ready else 0)],
-    )
-    lines += family(
-        "dispatcher_sends_in_flight",
-        "gauge",
-        "Messages this worker process holds and is working on.",
-        [("", consumer.in_flight)],
-    )
-    age = beat_age_s(consumer)
-    lines += family(
-        "dispatcher_heartbeat_age_seconds",
-        "gauge",
-        "Seconds since Redis last took this worker's heartbeat.",
-        [] if age is None else [("", round(age, 3))],
-    )
-    return "\n".join(lines) + "\n"
+def worker_registry(consumer: Consumer, metrics: WorkerMetrics | None = None) -> CollectorRegistry:
+    """The process's registry: the consumer's counters and the observer's instruments."""
+    registry = (metrics or WorkerMetrics()).registry
+    registry.register(ConsumerCollector(consumer))
+    return registry
+
+
+def render_metrics(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
+    """The exposition in the format the scraper asked for, and its content type."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = render_metrics(request.app[_REGISTRY], request.headers.get("Accept"))
     return web.Response(
-        text=render_metrics(request.app[_CONSUMER]),
-        content_type="text/plain",
-        headers={"X-Content-Type-Options": "nosniff"},
+        body=body,
+        headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"},
     )
 
 
-async def start_probe(consumer: Consumer, host: str, port: int) -> web.AppRunner:
-    """Serve /healthz and /metrics on this loop; the caller cleans the runner up."""
+async def start_probe(
+    consumer: Consumer, host: str, port: int, *, metrics: WorkerMetrics | None = None
+) -> web.AppRunner:
+    """Serve /healthz, /readyz and /metrics on this loop; the caller cleans the runner up.
+
+    `metrics` is the observer the process's token cache, rate limiter and consumer report
+    to; without one, their instruments are exposed at zero."""
     app = web.Application()
     app[_CONSUMER] = consumer
+    app[_REGISTRY] = worker_registry(consumer, metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

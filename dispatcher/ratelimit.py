@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from dispatcher.errors import SlotUnavailable
 from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
+from dispatcher.observer import NO_OBSERVER, WorkerObserver
 
 DEFAULT_MAX_WAIT_S = 30.0
 
@@ -90,10 +91,12 @@ def burst_tolerance_ms(rate_per_s: float, burst: int) -> float:
     return ahead * interval + FLOAT_SLACK_MS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Waiter:
     future: asyncio.Future[None]
     deadline: float
+    # Set when a grant round passed this waiter over: it is then counted as a wait.
+    delayed: bool = False
 
 
 class SharedRateLimiter:
@@ -107,9 +110,11 @@ class SharedRateLimiter:
         rate_per_s: float,
         burst: int,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        observer: WorkerObserver = NO_OBSERVER,
         account: str | None = None,
     ) -> None:
         self._redis = redis
+        self._observer = observer
         self._keys = keys
         # Each account of an accounts file has a limit of its own (None: the single one).
         self._rate_key = keys.rate_limit_of(account)
@@ -124,13 +129,14 @@ class SharedRateLimiter:
 
     async def acquire(self) -> None:
         """Return when this send may go; raise `SlotUnavailable` past the longest wait."""
-        waiter = _Waiter(
-            asyncio.get_running_loop().create_future(), time.monotonic() + self._max_wait_s
-        )
+        started = time.monotonic()
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), started + self._max_wait_s)
         self._waiters.append(waiter)
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._grant_slots())
         await waiter.future
+        if waiter.delayed:
+            self._observer.rate_limit_waited(time.monotonic() - started)
 
     async def pause_all(self, seconds: float) -> None:
         """Hold every worker off for `seconds` (a server's `Retry-After`)."""
@@ -163,6 +169,8 @@ class SharedRateLimiter:
                     waiter.future.set_result(None)
             if not self._waiters:
                 return
+            for waiter in self._waiters:
+                waiter.delayed = True
             wait_s = max(int(wait_ms), 1) / 1000
             self._expire_waiters(wait_s)
             # A little jitter so processes that woke together do not collide every time.

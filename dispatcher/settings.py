@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     accounts_file: Path | None = None
     callback_url: HttpUrl | None = None
     callback_secret: SecretStr | None = None
+    # `TOKEN` or `TOKEN:SCOPE+SCOPE` entries, comma-separated; parsed by `dispatcher.http.auth`.
+    api_tokens: SecretStr | None = None
     log_format: Literal["json", "console"] = "json"
     shutdown_grace_s: PositiveSeconds = DEFAULT_SHUTDOWN_GRACE_S
     redis_connect_timeout_s: PositiveSeconds = DEFAULT_REDIS_CONNECT_TIMEOUT_S
@@ -187,6 +189,7 @@ _UNSHOWN_FIELDS = {
     "catapush_access_token",
     "callback_secret",
     "redis_sentinel_password",
+    "api_tokens",
     "redis_url",
     "callback_url",
     "catapush_base_url",

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from dispatcher.errors import TokenUnavailable
 from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
+from dispatcher.observer import NO_OBSERVER, WorkerObserver
 
 DEFAULT_LOCK_TTL_MS = 15_000
 DEFAULT_WAIT_DEADLINE_S = 20.0
@@ -143,8 +144,10 @@ class SharedTokenCache:
         lock_ttl_ms: int = DEFAULT_LOCK_TTL_MS,
         wait_deadline_s: float = DEFAULT_WAIT_DEADLINE_S,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        observer: WorkerObserver = NO_OBSERVER,
     ) -> None:
         self._redis = redis
+        self._observer = observer
         self._token_key = keys.token(fingerprint)
         self._lock_key = keys.token_lock(fingerprint)
         self._meta_key = keys.token_meta(fingerprint)
@@ -207,7 +210,12 @@ class SharedTokenCache:
 
     async def _refresh(self) -> str:
         started = time.monotonic()
-        token = await self._fetch()
+        try:
+            token = await self._fetch()
+        except TokenUnavailable:
+            self._observer.token_refreshed(ok=False)
+            raise
+        self._observer.token_refreshed(ok=True)
         # The meta names its token by a digest, so a reader can tell whether it still fits.
         meta = orjson.dumps({"fetched_at": time.time(), "token_sha256": token_digest(token)})
         await self._redis.mset({self._token_key: token, self._meta_key: meta})

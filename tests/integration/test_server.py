@@ -109,13 +109,13 @@ def scrape(server: ServerProcess) -> dict[str, float]:
     """/metrics as {sample name with labels: value}, checking HELP/TYPE precede each family."""
     response = server.http.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert response.headers["content-type"].startswith("text/plain; version=")
     samples: dict[str, float] = {}
     typed: set[str] = set()
     for line in response.text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
-            assert kind in {"counter", "gauge"}
+            assert kind in {"counter", "gauge", "histogram"}
             typed.add(name)
         elif line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
@@ -331,19 +331,25 @@ def test_a_wrong_or_missing_secret_is_refused(
     refused = [e for e in server.events() if e.get("event") == "callback.refused"]
     assert len(refused) == 5
     assert SECRET not in server.log_text()
-    assert not any(e.get("event") == "callback.auth_disabled" for e in server.events())
+    assert not any(e.get("event") == "callback.disabled" for e in server.events())
 
 
-def test_without_a_secret_callbacks_are_accepted_with_a_warning_at_start(
-    start_server: Callable[..., ServerProcess],
+def test_without_a_secret_the_callback_receiver_is_off(
+    start_server: Callable[..., ServerProcess], settings: Settings, redis_client: redis.Redis
 ) -> None:
-    """No secret configured: any callback is taken, and the start-up log warns about it once."""
+    """No secret configured: every callback route answers a JSON 404 and stores nothing, so
+    a status cannot be forged; the start-up log says why once."""
     server = start_server()
-    assert server.http.post("/v1/callbacks/catapush", json=callback()).status_code == 200
-    assert server.http.get("/v1/callbacks/catapush", params=callback()).status_code == 200
-    warnings = [e for e in server.events() if e.get("event") == "callback.auth_disabled"]
-    assert len(warnings) == 1
-    assert warnings[0]["level"] == "warning"
+    answers = [
+        server.http.post("/v1/callbacks/catapush", json=callback()),
+        server.http.get("/v1/callbacks/catapush", params=callback()),
+        server.http.post("/v1/callbacks/catapush/anything", json=callback()),
+        server.http.get("/v1/callbacks/catapush/anything", params=callback()),
+    ]
+    assert [(a.status_code, a.json()) for a in answers] == [(404, {"errors": ["Not Found"]})] * 4
+    assert redis_client.keys(f"{settings.namespace}:callbacks:*") == []
+    notes = [e for e in server.events() if e.get("event") == "callback.disabled"]
+    assert len(notes) == 1
 
 
 @pytest.mark.parametrize(
@@ -417,7 +423,8 @@ def test_metrics_count_requests_and_read_depths_from_redis(
     post("/v1/notifications", json={"recipients": []})
     post("/v1/notifications", content=b"not json")
     post(callback_path(), json=callback(status="delivered"))
-    post(callback_path(), data=callback(status="delivered"))
+    post(callback_path(), data=callback(status="delivered", recipient="bob"))
+    post(callback_path(), data=callback(status="delivered", recipient="bob"))  # a duplicate
     post(callback_path(), json=callback(status="read"))
     post(callback_path(), json=callback(status="nope"))
     post(callback_path("wrong"), json=callback())
@@ -434,6 +441,7 @@ def test_metrics_count_requests_and_read_depths_from_redis(
     assert after['dispatcher_callbacks_total{status="read"}'] == 1
     assert after['dispatcher_callbacks_total{status="enqueued"}'] == 0
     assert after["dispatcher_callbacks_refused_total"] == 2
+    assert after["dispatcher_callbacks_duplicate_total"] == 1
     assert after["dispatcher_queue_depth"] == 4
     assert after["dispatcher_delayed_depth"] == 1
     assert after["dispatcher_dead_letters"] == 0
@@ -450,10 +458,13 @@ def test_metrics_count_requests_and_read_depths_from_redis(
     assert scrape(server)["dispatcher_dead_letters"] == 1
 
 
-def test_healthz_answers_when_redis_does(server: ServerProcess) -> None:
-    """/healthz is 200 {"ok": true} while Redis answers PING; unknown paths get a JSON 404."""
+def test_probes_answer_when_redis_does(server: ServerProcess) -> None:
+    """/healthz is 200 {"ok": true}; /readyz too while Redis answers PING, with the count of
+    templates loaded; unknown paths get a JSON 404."""
     response = server.http.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"ok": True})
+    ready = server.http.get("/readyz")
+    assert (ready.status_code, ready.json()) == (200, {"ok": True, "templates": 0})
     missing = server.http.get("/v2/nothing")
     assert (missing.status_code, missing.json()) == (404, {"errors": ["Not Found"]})
 
@@ -461,14 +472,20 @@ def test_healthz_answers_when_redis_does(server: ServerProcess) -> None:
 def test_without_redis_health_and_intake_answer_503(
     start_server: Callable[..., ServerProcess],
 ) -> None:
-    """With Redis unreachable: /healthz and intake get 503, callbacks 503, /metrics still
-    serves its counters with redis_up 0, and an invalid intent is still refused with 422."""
-    server = start_server(DISPATCHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    health = server.http.get("/healthz")
+    """With Redis unreachable: /readyz and intake get 503 (/healthz stays 200: the server is
+    alive), callbacks 503, /metrics still serves its counters with redis_up 0, and an invalid
+    intent is still refused with 422."""
+    server = start_server(
+        DISPATCHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        DISPATCHER_CALLBACK_SECRET=SECRET,
+    )
+    alive = server.http.get("/healthz")
+    health = server.http.get("/readyz")
     intake = server.http.post("/v1/notifications", json={"recipients": ["a"], "text": "x"})
     invalid = server.http.post("/v1/notifications", json={"recipients": [], "text": "x"})
-    stored = server.http.post("/v1/callbacks/catapush", json=callback())
+    stored = server.http.post(callback_path(), json=callback())
 
+    assert alive.status_code == 200
     assert health.status_code == 503
     assert health.json()["ok"] is False
     assert intake.status_code == 503

@@ -1,32 +1,19 @@
-"""The Prometheus text writer and the worker's outcome counting (pure)."""
+"""The worker's metrics through prometheus-client, and its outcome counting (pure)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any, cast
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 from dispatcher.consumer import ConsumerStats
 from dispatcher.delivery import Reschedule, Skipped
-from dispatcher.exposition import family, label
+from dispatcher.health import Health
 from dispatcher.outcome import DeadLetter, Sent
-
-
-def test_a_family_has_help_type_and_samples() -> None:
-    """HELP and TYPE come first, then one line per sample, counters as plain integers."""
-    lines = family("x_total", "counter", "Things.", [("", 1_000_000), (label("k", "v"), 2)])
-    assert lines == [
-        "# HELP x_total Things.",
-        "# TYPE x_total counter",
-        "x_total 1000000",
-        'x_total{k="v"} 2',
-    ]
-
-
-def test_label_values_are_escaped() -> None:
-    """Quotes, backslashes and newlines in a label value cannot break the format."""
-    assert label("k", 'a"b\\c\nd') == '{k="a\\"b\\\\c\\nd"}'
-
-
-def test_gauges_keep_their_fraction() -> None:
-    """A float sample is written as a float."""
-    assert family("age_seconds", "gauge", "Age.", [("", 1.25)])[-1] == "age_seconds 1.25"
+from dispatcher.probe import worker_registry
+from dispatcher.workermetrics import WorkerMetrics
 
 
 def test_each_attempt_result_is_counted_once_under_its_outcome() -> None:
@@ -45,3 +32,38 @@ def test_each_attempt_result_is_counted_once_under_its_outcome() -> None:
         "dead_lettered": 1,
     }
     assert dict(stats.dead_letters) == {"rejected": 1}
+
+
+def _samples(text: str) -> dict[str, float]:
+    return {
+        sample.name + str(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_two_workers_in_one_interpreter_keep_their_own_counts() -> None:
+    """Each process's registry is its own: the counters, the observer's histograms and the
+    consumer's state of one never show in the other's exposition."""
+    views = []
+    for sent in (3, 5):
+        stats = ConsumerStats()
+        for n in range(sent):
+            stats.count(Sent(f"m{n}"), 1)
+        consumer = SimpleNamespace(stats=stats, health=Health(), in_flight=sent)
+        metrics = WorkerMetrics()
+        metrics.accepted(1.5)
+        metrics.token_refreshed(ok=True)
+        metrics.rate_limit_waited(0.2)
+        registry = worker_registry(cast(Any, consumer), metrics)
+        views.append(_samples(generate_latest(registry).decode()))
+    first, second = views
+    key = "dispatcher_deliveries_total[('outcome', 'sent')]"
+    assert (first[key], second[key]) == (3, 5)
+    assert first["dispatcher_sends_in_flight[]"] == 3
+    assert first["dispatcher_enqueue_to_accepted_seconds_count[]"] == 1
+    assert first["dispatcher_token_refreshes_total[('result', 'ok')]"] == 1
+    assert first["dispatcher_token_refreshes_total[('result', 'failed')]"] == 0
+    assert first["dispatcher_ratelimit_wait_seconds_count[]"] == 1
+    assert first["dispatcher_worker_ready[]"] == 1
+    assert not any(name.endswith("_created[]") for name in first)
