@@ -18,6 +18,7 @@ import redis
 import typer
 
 from dispatcher import __version__
+from dispatcher.commands.events import events_app
 from dispatcher.commands.token import token_app
 from dispatcher.commands.users import users_app
 from dispatcher.errors import ConfigurationError, DispatcherError, IntentRefused, RedisRefused
@@ -40,6 +41,7 @@ dlq_app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(users_app, name="users")
 app.add_typer(token_app, name="token")
+app.add_typer(events_app, name="events")
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
