@@ -24,6 +24,7 @@ from dispatcher.callbacks import (
     parse_callback,
 )
 from dispatcher.callbackstore import store_callback
+from dispatcher.catapush.events import publish_event
 from dispatcher.http.answers import Refused, is_json_type, json_answer, read_body
 from dispatcher.http.state import STATE, redis_error
 from dispatcher.logs import get_logger
@@ -85,6 +86,8 @@ async def catapush_callback(request: web.Request) -> web.Response:
         return refused.response()
     try:
         stored = await store_callback(state.redis, state.keys, event)
+        # Whether stored or a repeat: a repeat may follow a 503 that came after the store.
+        await publish_event(state.redis, state.keys, event)
     except (redis.RedisError, OSError) as exc:
         # Not the callback's fault: a 5xx tells the sender it may try again.
         log.error(

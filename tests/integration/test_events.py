@@ -93,3 +93,35 @@ def test_the_stream_is_capped(
     publish_all(redis_server.url, keys, events, maxlen=100, together=False)
     # MAXLEN ~ trims whole nodes of the radix tree: about the cap, never far above it.
     assert 100 <= redis_client.xlen(keys.events) < 300
+
+
+def test_an_identifier_not_found_callback_sent_twice_is_one_entry(
+    settings_env: dict[str, str], redis_client: redis.Redis, namespace: str
+) -> None:
+    """Through `dispatcher serve`: Catapush sends the same IdentifierNotFound twice (once as
+    JSON, once as a GET), and the stream holds it once."""
+    from tests.integration.test_server import SECRET, ServerProcess
+
+    server = ServerProcess({**settings_env, "DISPATCHER_CALLBACK_SECRET": SECRET})
+    try:
+        server.wait_listening()
+        fields = {
+            "type": "MessageStatus",
+            "timestamp": "2026-01-02T03:04:05Z",
+            "applicationId": "4242",
+            "messageId": "6f1b9a2e-4c1d-4d2e-9a6b-0c1d2e3f4a5b",
+            "recipient": "gone-user",
+            "status": "IdentifierNotFound",
+            "messageRef": "intent-0042",
+        }
+        first = server.http.post(f"/v1/callbacks/catapush?secret={SECRET}", json=fields)
+        second = server.http.get("/v1/callbacks/catapush", params={**fields, "secret": SECRET})
+        assert (first.status_code, second.status_code) == (200, 200)
+    finally:
+        server.close()
+    entries = redis_client.xrange(Keys(namespace).events)
+    assert len(entries) == 1
+    entry = {k.decode(): v.decode() for k, v in entries[0][1].items()}
+    assert entry["type"] == "identifier_not_found"
+    assert entry["identifier"] == "gone-user"
+    assert entry["intent_id"] == "intent-0042"
