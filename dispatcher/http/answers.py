@@ -16,7 +16,7 @@ def json_answer(
     payload: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     if isinstance(payload, BaseModel):
-        payload = payload.model_dump(mode="json", exclude_none=True)
+        payload = payload.model_dump(mode="json", exclude_unset=True)
     return web.Response(
         body=orjson.dumps(payload), status=status, content_type=JSON_TYPE, headers=headers
     )
