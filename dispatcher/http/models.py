@@ -17,6 +17,7 @@ from dispatcher.outcome import DeadReason
 # Dead letters per page of the list, by default and at most.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_CURSOR = 2**53
 
 
 class _Answer(BaseModel):
@@ -143,7 +144,10 @@ class DeadLetterPage(_Answer):
 
 class DeadLetterQuery(BaseModel):
     reason: DeadReason | None = Field(None, description="Only dead letters with this reason.")
-    cursor: Annotated[int, Field(ge=0)] = Field(0, description="Where the page starts.")
+    # Redis takes 64-bit positions; past this there is nothing to page through anyway.
+    cursor: Annotated[int, Field(ge=0, le=MAX_CURSOR)] = Field(
+        0, description="Where the page starts."
+    )
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE
 
 
