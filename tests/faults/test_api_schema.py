@@ -69,7 +69,8 @@ def test_generated_requests_get_answers_the_document_allows(
                 case.call_and_validate(
                     base_url=server.url, headers=headers, checks=CHECKS, timeout=30
                 )
-                sent[operation.label] = sent.get(operation.label, 0) + 1
+                label = case.operation.label
+                sent[label] = sent.get(label, 0) + 1
 
             try:
                 call()
