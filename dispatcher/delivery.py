@@ -54,6 +54,11 @@ class Limiter(Protocol):
     async def pause_all(self, seconds: float) -> None: ...
 
 
+# With several accounts: the sender and limiter of the account that sends for a message's
+# app; raises `IntentRefused` when none does.
+Route = Callable[[CatapushMessage], tuple[Sender, Limiter]]
+
+
 @dataclass(frozen=True, slots=True)
 class Reschedule:
     """Send the intent again after `delay_ms`, as attempt number `attempt`.
@@ -109,6 +114,7 @@ class Deliverer:
         notify_callback_url: str | None = None,
         templates: Templates | None = None,
         clock_ms: Callable[[], int] = _now_ms,
+        route: Route | None = None,
     ) -> None:
         self._sender = sender
         self._receipts = receipts
@@ -122,6 +128,7 @@ class Deliverer:
         self._notify_callback_url = notify_callback_url
         self._templates = templates
         self._clock_ms = clock_ms
+        self._route = route
 
     async def attempt(
         self, raw: Any, attempt: int, *, claim_owner: str | None = None
@@ -170,6 +177,9 @@ class Deliverer:
                 notify_callback_url=self._notify_callback_url,
                 templates=self._templates,
             )
+            sender, limiter = (
+                (self._sender, self._limiter) if self._route is None else self._route(message)
+            )
         except IntentRefused as exc:
             return await self._bury(
                 DeadLetter("invalid", None, "invalid intent", str(exc)),
@@ -181,7 +191,7 @@ class Deliverer:
         # The slot comes before the claim, so a claim only ever covers the send itself and
         # can expire soon after a crash; a slot spent on a copy that needs no send is cheap.
         try:
-            await self._limiter.acquire()
+            await limiter.acquire()
         except SlotUnavailable as exc:
             log.info("delivery.deferred", intent_id=intent_id, reason=str(exc))
             # Waiting for the rate limit is not a failed attempt.
@@ -198,7 +208,7 @@ class Deliverer:
             return Reschedule(wire, attempt, BUSY_RETRY_DELAY_MS)
 
         try:
-            accepted = await self._sender.send(message, intent.attachment)
+            accepted = await sender.send(message, intent.attachment)
         except CatapushError as exc:
             await self._release(intent_id, claim.owner)
             if isinstance(exc, TokenUnavailable) and exc.permanent:
@@ -208,7 +218,7 @@ class Deliverer:
                 and exc.retry_after_s is not None
                 and is_transient(exc.status_code)
             ):
-                await self._pause_all(exc.retry_after_s, intent_id)
+                await self._pause_all(limiter, exc.retry_after_s, intent_id)
             outcome = decide(exc, attempt=attempt, max_attempts=self._max_attempts)
             if isinstance(outcome, RetryLater):
                 delay_ms = backoff_delay_ms(
@@ -249,10 +259,10 @@ class Deliverer:
             self._recorder.redis_failed(exc)
             log.warning("claim.release_failed", intent_id=intent_id, error=repr(exc))
 
-    async def _pause_all(self, seconds: float, intent_id: str) -> None:
+    async def _pause_all(self, limiter: Limiter, seconds: float, intent_id: str) -> None:
         # The pause is a courtesy to Catapush; this intent's own backoff honours it anyway.
         try:
-            await self._limiter.pause_all(seconds)
+            await limiter.pause_all(seconds)
         except RedisError as exc:
             self._recorder.redis_failed(exc)
             log.warning("ratelimit.pause_failed", intent_id=intent_id, error=repr(exc))

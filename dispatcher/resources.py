@@ -7,6 +7,9 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
+from dispatcher.catapush.accounts import accounts_from
+from dispatcher.catapush.connect import open_account_tokens
+from dispatcher.catapush.router import AccountRouter
 from dispatcher.client import USER_AGENT, CatapushClient, SessionFactory, default_session
 from dispatcher.deadletters import AsyncDeadLetters
 from dispatcher.delivery import Deliverer
@@ -41,7 +44,12 @@ def open_token_source(
     settings: Settings, redis: aioredis.Redis
 ) -> tuple[TokenSource, Callable[[], Awaitable[None]]]:
     """Where sends take their token from, and how to close it: the permanent token, or the
-    OAuth token shared through `redis` under the fingerprint of these credentials."""
+    OAuth token shared through `redis` under the fingerprint of these credentials. With an
+    accounts file: the default app's account (or the first)."""
+    if settings.accounts_file is not None:
+        accounts = accounts_from(settings)
+        account = accounts.for_app(None) or accounts.accounts[0]
+        return open_account_tokens(settings, account, redis)
     token = secret_value(settings.catapush_access_token)
     if token is not None:
         return PermanentToken(token), _nothing_to_close
@@ -96,6 +104,14 @@ class WorkerResources:
             session_factory=self._session_factory,
         )
         self._closers.extend([client.aclose, redis.aclose])
+        router = None
+        if settings.accounts_file is not None:
+            # Each app's sends go with its account's token, limiter and client.
+            router = AccountRouter(
+                settings, accounts_from(settings), redis, session_factory=self._session_factory
+            )
+            self._closers.insert(0, router.aclose)
+            self.tokens = router.default.tokens
         deliverer = Deliverer(
             sender=client,
             receipts=Receipts(
@@ -118,6 +134,7 @@ class WorkerResources:
             default_mobile_app_id=settings.catapush_mobile_app_id,
             notify_callback_url=str(settings.callback_url) if settings.callback_url else None,
             templates=load_templates(settings.templates_dir),
+            route=None if router is None else router.route,
         )
         return redis, deliverer
 
