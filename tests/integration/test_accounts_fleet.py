@@ -15,7 +15,7 @@ from dispatcher.producer import Producer
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
 from tests.conftest import wait_until
-from tests.integration.helpers import all_sent, dead_letters
+from tests.integration.helpers import all_sent, dead_letters, run_cli
 from tests.integration.test_users import max_per_second
 
 pytestmark = pytest.mark.integration
@@ -94,3 +94,17 @@ def test_each_app_sends_with_its_accounts_token_within_its_rate_limit(
         peak = max_per_second(sends[name])
         report(f"{name}_peak_sends_in_any_second", peak)
         assert peak <= rate + burst
+
+
+def test_a_bad_accounts_file_stops_the_worker_with_one_line(
+    settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text('[shop]\nclient_id = "x"\nclient_secret = "Never-Shown-9"\n')
+    env = {**settings_env, "DISPATCHER_ACCOUNTS_FILE": str(path)}
+    result = run_cli(env, "worker", "--threads", "2")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: DISPATCHER_ACCOUNTS_FILE: {path}: [shop] mobile_app_ids: Field required"
+    ]
+    assert "Never-Shown-9" not in result.stdout + result.stderr
