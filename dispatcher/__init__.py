@@ -16,7 +16,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
+    from dispatcher.catapush.importer import ImportReport
     from dispatcher.intents import Intent
     from dispatcher.settings import Settings
 
@@ -28,6 +30,7 @@ __all__ = [
     "RedisUnavailable",
     "__version__",
     "enqueue",
+    "import_users",
 ]
 
 
@@ -43,3 +46,31 @@ def enqueue(intent: Intent | Mapping[str, Any], *, settings: Settings | None = N
     from dispatcher.producer import enqueue as _enqueue
 
     return _enqueue(intent, settings=settings)
+
+
+def import_users(
+    path: str | Path,
+    *,
+    app_id: int | None = None,
+    account: str | None = None,
+    settings: Settings | None = None,
+    concurrency: int = 32,
+) -> ImportReport:
+    """Create the users of a file (CSV `identifier,password` or JSON lines) in a Catapush app,
+    under the account's shared rate limit, as `dispatcher users import` does.
+
+    Users that exist are skipped (`report.skipped`), so an interrupted import is resumed by
+    running it again. Rows that failed are in `report.failed` (`row`, `field`, `reason`).
+    Raises `ConfigurationError` for a file that cannot be read or a missing app id. Reads
+    the `DISPATCHER_*` settings when none are given.
+    """
+    from dispatcher.catapush.operations import import_users_file
+    from dispatcher.settings import load_settings
+
+    return import_users_file(
+        path,
+        settings=settings or load_settings(),
+        app_id=app_id,
+        account=account,
+        concurrency=concurrency,
+    )

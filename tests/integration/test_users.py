@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.settings import Settings
 from tests.conftest import MOBILE_APP_ID, wait_until
 from tests.integration.helpers import run_cli
 
@@ -188,3 +189,15 @@ def test_a_killed_import_run_again_creates_nothing_twice(
     settings_env: dict[str, str], sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
     _interrupted_then_resumed(settings_env, sandbox, tmp_path, signal.SIGKILL)
+
+
+def test_the_same_import_from_python(
+    settings: Settings, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    import dispatcher
+
+    path = write_csv(tmp_path / "users.csv", ["p1", "p2", "p3"], {1: "p 2,pw-1"})
+    sandbox.admin.seed_users(MOBILE_APP_ID, ["p3"])
+    result = dispatcher.import_users(path, settings=settings)
+    assert (result.created, result.skipped) == (1, 1)
+    assert [(e.row, e.field) for e in result.failed] == [(3, "identifier")]
