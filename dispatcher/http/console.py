@@ -122,7 +122,10 @@ async def overview_page(request: web.Request) -> web.Response:
 async def dead_letters_page(request: web.Request) -> web.Response:
     state = request.app[STATE]
     # The form's "all" choice sends an empty reason.
-    query = DeadLetterQuery() if request.rel_url.query.get("reason") == "" else page_query(request)
+    if request.rel_url.query.get("reason") == "":
+        query = DeadLetterQuery()
+    else:
+        query = page_query(request, strict=False)
     page = await dead_letter_page(state, query)
     return render(
         request, "dead_letters.html", section="dead_letters", page=page, reason=query.reason

@@ -72,13 +72,16 @@ def dead_letters(state: ServerState) -> DeadLetters:
     return DeadLetters(state.sync_redis, state.keys)
 
 
-def page_query(request: web.Request) -> DeadLetterQuery:
+def page_query(request: web.Request, *, strict: bool = True) -> DeadLetterQuery:
+    """The page asked for; `strict` refuses parameters the API does not know (the console
+    carries its own, such as `notice`)."""
     query = request.rel_url.query
     unknown = sorted(set(query) - set(DeadLetterQuery.model_fields))
-    if unknown:
+    if unknown and strict:
         raise Refused(400, [f"{unknown[0]}: unknown query parameter"])
+    known = {key: query[key] for key in DeadLetterQuery.model_fields if key in query}
     try:
-        return DeadLetterQuery.model_validate(dict(query))
+        return DeadLetterQuery.model_validate(known)
     except ValidationError as exc:
         raise Refused(400, field_errors(exc)) from None
 
