@@ -39,6 +39,7 @@ from dispatcher.health import CREDENTIALS, REDIS, Health
 from dispatcher.intents import MAX_INTENT_BYTES
 from dispatcher.logs import get_logger
 from dispatcher.messages import Queued, Unreadable, now_ms, read_message
+from dispatcher.orphans import AUDIT_INTERVAL_S, OrphanAudit
 from dispatcher.outcome import DeadLetter, Sent
 from dispatcher.queue import RedisQueue
 from dispatcher.settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_IN_FLIGHT_BYTES
@@ -140,6 +141,7 @@ class Consumer:
             asyncio.create_task(self._promote_delayed(stop), name="delayed"),
             asyncio.create_task(self._watch_redis(), name="redis-watch"),
             asyncio.create_task(self._watch_credentials(), name="credentials-watch"),
+            asyncio.create_task(self._audit_orphans(), name="orphans"),
         ]
         try:
             await self._consume(stop)
@@ -379,6 +381,25 @@ class Consumer:
             except RedisError as exc:
                 self._recorder.redis_failed(exc)
             await _sleep_unless(self._closing, HEARTBEAT_INTERVAL_S)
+
+    async def _audit_orphans(self) -> None:
+        """Give back ids the ack set lists but this worker no longer holds (after a failover
+        lost their acks); see `dispatcher.orphans`."""
+        audit = OrphanAudit()
+        name = self._queue.queue_name
+        while not self._closing.is_set():
+            await _sleep_unless(self._closing, AUDIT_INTERVAL_S)
+            if self._closing.is_set():
+                return
+            try:
+                taken = await self._queue.taken(name)
+                held = [redis_id for redis_id, _, _ in self._in_flight.values()]
+                orphans = audit.observe(taken, [*held, *self._acks])
+                if orphans:
+                    moved = await self._queue.requeue(name, orphans)
+                    log.warning("queue.orphans_requeued", count=moved, redis_ids=orphans)
+            except RedisError as exc:
+                self._recorder.redis_failed(exc)
 
     async def _watch_redis(self) -> None:
         """While Redis is a problem, ask it every `REDIS_PROBE_S` whether it is back."""

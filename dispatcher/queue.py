@@ -253,6 +253,12 @@ class RedisQueue:
             )
         )
 
+    async def taken(self, queue_name: str) -> set[str]:
+        """The ids this worker's ack set lists for `queue_name`."""
+        self._check_served(queue_name)
+        members = await self.redis.smembers(self.keys.acks(self.worker_id, queue_name))
+        return {member.decode() if isinstance(member, bytes) else member for member in members}
+
     async def enqueue(self, intent: Any, *, attempt: int, delay_ms: int) -> None:
         """Put an intent back for a later attempt: on the delay queue, as dramatiq does."""
         message = outgoing(self.queue_name, intent, attempt=attempt, delay_ms=delay_ms)

@@ -21,7 +21,9 @@ At each edge a `redis.RedisError` is translated with `raise translate(exc, url) 
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -75,6 +77,11 @@ _TLS_CLIENT_CERT = (
     "PEM_LIB",
 )
 _TLS_NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
+# Under Sentinel, how often a pool asks the sentinels who the master is. redis-py asks only
+# when it opens a connection, and a demoted master keeps taking writes until Sentinel
+# reconfigures it (about 10 s after a failover): writes that are then lost. Asking every
+# half second moves the pool's connections to the new master within about that instead.
+MASTER_CHECK_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -166,8 +173,27 @@ def sync_redis_at(url: str, *, connect_timeout_s: float, socket_timeout_s: float
     )
 
 
+def _on(connection: Any, address: object) -> bool:
+    return address is None or (connection.host, connection.port) == address
+
+
 class _SyncSentinelPool(redis.sentinel.SentinelConnectionPool):
-    """Closing the client closes its connections to the sentinels too."""
+    """Follows a failover within `MASTER_CHECK_INTERVAL_S`; closing the client closes its
+    connections to the sentinels too."""
+
+    _checked_at = float("-inf")
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now - self._checked_at >= MASTER_CHECK_INTERVAL_S:
+            self._checked_at = now
+            # Sentinels away: keep the master already known rather than fail the command.
+            with contextlib.suppress(redis.RedisError):
+                self.get_master_address()  # type: ignore[no-untyped-call]
+        connection = super().get_connection(*args, **kwargs)
+        if not _on(connection, self.master_address):
+            connection.disconnect()  # type: ignore[no-untyped-call]  # reconnects to the master on its next command
+        return connection
 
     def disconnect(self, inuse_connections: bool = True) -> None:
         super().disconnect(inuse_connections)
@@ -176,7 +202,27 @@ class _SyncSentinelPool(redis.sentinel.SentinelConnectionPool):
 
 
 class _AsyncSentinelPool(aiosentinel.SentinelConnectionPool):
-    """Closing the client closes its connections to the sentinels too."""
+    """Follows a failover within `MASTER_CHECK_INTERVAL_S`; closing the client closes its
+    connections to the sentinels too."""
+
+    _checked_at = float("-inf")
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now - self._checked_at >= MASTER_CHECK_INTERVAL_S:
+            self._checked_at = now
+            with contextlib.suppress(redis.RedisError):
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        if not _on(connection, self.master_address):
+            await connection.disconnect()
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        # A connection in use while the master changed goes back closed, not to the old one.
+        if not _on(connection, self.master_address):
+            await connection.disconnect()
+        await super().release(connection)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         await super().disconnect(inuse_connections)
