@@ -73,7 +73,11 @@ Name of the ServiceAccount the pods run as.
 Image reference; the tag defaults to the chart's appVersion.
 */}}
 {{- define "catapush-dispatcher.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -113,6 +117,8 @@ DISPATCHER_HTTP_TIMEOUT_S: httpTimeoutS
 DISPATCHER_CALLBACK_URL: callbackUrl
 DISPATCHER_SHUTDOWN_GRACE_S: shutdownGraceS
 DISPATCHER_LOG_FORMAT: logFormat
+DISPATCHER_RECEIPT_TTL_DAYS: receiptTtlDays
+DISPATCHER_STATUS_TTL_DAYS: statusTtlDays
 {{- end }}
 
 {{/*
@@ -203,11 +209,29 @@ envFrom:
 {{- with .Values.extraEnvFrom }}
 {{ toYaml . | indent 2 }}
 {{- end }}
-{{- if or .Values.templates .Values.extraEnv }}
+{{- $tls := .Values.redis.tls }}
+{{- $sentinel := .Values.redis.sentinel }}
+{{- if or .Values.templates .Values.extraEnv $tls.enabled $sentinel.enabled }}
 env:
 {{- if .Values.templates }}
   - name: DISPATCHER_TEMPLATES_DIR
     value: {{ .Values.templatesMountPath | quote }}
+{{- end }}
+{{- if $tls.enabled }}
+  - name: DISPATCHER_REDIS_CA_FILE
+    value: {{ printf "%s/%s" $tls.mountPath $tls.caKey | quote }}
+{{- if $tls.certKey }}
+  - name: DISPATCHER_REDIS_CERT_FILE
+    value: {{ printf "%s/%s" $tls.mountPath $tls.certKey | quote }}
+  - name: DISPATCHER_REDIS_KEY_FILE
+    value: {{ printf "%s/%s" $tls.mountPath $tls.keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- if $sentinel.enabled }}
+  - name: DISPATCHER_REDIS_SENTINELS
+    value: {{ join "," $sentinel.hosts | quote }}
+  - name: DISPATCHER_REDIS_SENTINEL_MASTER
+    value: {{ $sentinel.masterName | quote }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . | indent 2 }}
@@ -219,6 +243,11 @@ volumeMounts:
 {{- if .Values.templates }}
   - name: templates
     mountPath: {{ .Values.templatesMountPath }}
+    readOnly: true
+{{- end }}
+{{- if .Values.redis.tls.enabled }}
+  - name: redis-tls
+    mountPath: {{ .Values.redis.tls.mountPath }}
     readOnly: true
 {{- end }}
 {{- end }}
@@ -239,6 +268,42 @@ volumes:
     configMap:
       name: {{ include "catapush-dispatcher.templatesConfigMapName" . }}
 {{- end }}
+{{- if .Values.redis.tls.enabled }}
+  - name: redis-tls
+    secret:
+      secretName: {{ .Values.redis.tls.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+The worker's metrics ports, one per process: metricsPort .. metricsPort + processes - 1.
+*/}}
+{{- define "catapush-dispatcher.metricsPorts" -}}
+{{- $w := .Values.worker }}
+{{- range $i := until (int $w.processes) }}
+- {{ add (int $w.metricsPort) $i }}
+{{- end }}
+{{- end }}
+
+{{/*
+A worker probe asking `path` of every process: an HTTP GET with one process, else a command
+in the image's Python that fails unless every port answers 200.
+Call with (dict "root" $ "path" "/healthz" "probe" .Values.worker.livenessProbe).
+*/}}
+{{- define "catapush-dispatcher.workerProbe" -}}
+{{- $w := .root.Values.worker }}
+{{- if eq (int $w.processes) 1 }}
+httpGet:
+  path: {{ .path }}
+  port: metrics-0
+{{- else }}
+exec:
+  command:
+    - python
+    - -c
+    - {{ printf "import urllib.request as u\n[u.urlopen('http://127.0.0.1:%%d%s' %% p, timeout=3) for p in range(%d, %d)]" .path (int $w.metricsPort) (add (int $w.metricsPort) (int $w.processes)) | quote }}
+{{- end }}
+{{ toYaml .probe }}
 {{- end }}
 
 {{/*
@@ -308,5 +373,23 @@ Checks of the values that Kubernetes would only refuse at apply time.
 {{- end }}
 {{- if lt (int .Values.worker.threads) 1 }}
 {{- fail "worker.threads must be at least 1" }}
+{{- end }}
+{{- if and .Values.worker.keda.enabled .Values.worker.autoscaling.enabled }}
+{{- fail "worker.keda and worker.autoscaling both scale the workers: enable one of them" }}
+{{- end }}
+{{- if and .Values.worker.keda.enabled (not .Values.redis.sentinel.enabled) (not .Values.worker.keda.address) }}
+{{- fail "worker.keda.address (host:port of Redis) is required unless redis.sentinel.enabled" }}
+{{- end }}
+{{- if and .Values.redis.tls.enabled (not .Values.redis.tls.existingSecret) }}
+{{- fail "redis.tls.existingSecret (the Secret holding the CA) is required with redis.tls.enabled" }}
+{{- end }}
+{{- if and .Values.redis.tls.certKey (not .Values.redis.tls.keyKey) }}
+{{- fail "redis.tls.keyKey is required with redis.tls.certKey" }}
+{{- end }}
+{{- if and .Values.redis.sentinel.enabled (not .Values.redis.sentinel.hosts) }}
+{{- fail "redis.sentinel.hosts must list the sentinels (host:port) with redis.sentinel.enabled" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.worker.metricsPort) }}
+{{- fail "serviceMonitor.enabled needs worker.metricsPort" }}
 {{- end }}
 {{- end }}
