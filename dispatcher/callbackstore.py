@@ -22,7 +22,8 @@ from dispatcher.keys import Keys
 # A message has a handful of lifecycle events per recipient; 100 keeps the story of a
 # message to a few recipients while bounding what a flood of callbacks can store.
 CALLBACK_HISTORY: Final = 100
-# As long as a receipt, so `dispatcher status` shows both for the same window.
+# As long as a receipt, so `dispatcher status` shows both for the same window; the
+# default of DISPATCHER_STATUS_TTL_DAYS.
 CALLBACK_TTL_S: Final = 30 * 24 * 3600
 # Redeliveries come within minutes or hours; a day bounds the keys the check keeps.
 SEEN_TTL_S: Final = 24 * 3600
@@ -54,9 +55,12 @@ def list_key(keys: Keys, event: CallbackEvent) -> str:
     return keys.callbacks_by_message_id(event.message_id)
 
 
-async def store_callback(redis: Any, keys: Keys, event: CallbackEvent) -> bool:
-    """Store the event in its intent's list (or its message's, without `messageRef`);
-    False when the same callback was stored already. Raises Redis errors as they come."""
+async def store_callback(
+    redis: Any, keys: Keys, event: CallbackEvent, *, ttl_s: int = CALLBACK_TTL_S
+) -> bool:
+    """Store the event in its intent's list (or its message's, without `messageRef`), kept
+    `ttl_s` after the last callback; False when the same callback was stored already.
+    Raises Redis errors as they come."""
     stored = await redis.eval(
         _STORE,
         2,
@@ -64,7 +68,7 @@ async def store_callback(redis: Any, keys: Keys, event: CallbackEvent) -> bool:
         list_key(keys, event),
         orjson.dumps(event.stored()),
         CALLBACK_HISTORY,
-        CALLBACK_TTL_S,
-        SEEN_TTL_S,
+        ttl_s,
+        min(SEEN_TTL_S, ttl_s),
     )
     return bool(stored)

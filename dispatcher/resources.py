@@ -118,6 +118,7 @@ class WorkerResources:
                 redis,
                 keys,
                 claim_ttl_ms=int(settings.http_timeout_s * 2000) + CLAIM_MARGIN_MS,
+                receipt_ttl_s=settings.receipt_ttl_s,
             ),
             dead_letters=AsyncDeadLetters(redis, keys),
             limiter=SharedRateLimiter(

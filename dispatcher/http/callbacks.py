@@ -85,7 +85,9 @@ async def catapush_callback(request: web.Request) -> web.Response:
         )
         return refused.response()
     try:
-        stored = await store_callback(state.redis, state.keys, event)
+        stored = await store_callback(
+            state.redis, state.keys, event, ttl_s=state.settings.status_ttl_s
+        )
         # Whether stored or a repeat: a repeat may follow a 503 that came after the store.
         await publish_event(state.redis, state.keys, event)
     except (redis.RedisError, OSError) as exc:
