@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 def backoff_ceiling_ms(attempt: int, min_ms: int, max_ms: int) -> int:
@@ -33,3 +34,32 @@ def backoff_delay_ms(
     if retry_after_s is not None:
         delay = max(delay, int(retry_after_s * 1000))
     return delay
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many attempts an intent gets, and how long to wait between them.
+
+    The one policy of the worker: the deliverer applies it to Catapush's answers and the
+    consumer to attempts that crashed, so both spend the same budget the same way.
+    """
+
+    max_attempts: int
+    min_ms: int
+    max_ms: int
+
+    def exhausted(self, attempt: int) -> bool:
+        """Whether failed attempt number `attempt` was the last one allowed."""
+        return attempt >= self.max_attempts
+
+    def delay_ms(
+        self,
+        attempt: int,
+        *,
+        retry_after_s: float | None = None,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> int:
+        """The delay before the attempt after failed attempt number `attempt`."""
+        return backoff_delay_ms(
+            attempt, self.min_ms, self.max_ms, retry_after_s=retry_after_s, uniform=uniform
+        )

@@ -130,9 +130,13 @@ class CatapushClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def send(
-        self, message: CatapushMessage, attachment: Attachment | None = None
+        self,
+        message: CatapushMessage | Mapping[str, Any],
+        attachment: Attachment | None = None,
     ) -> Accepted:
-        body = orjson.dumps(message.to_wire())
+        """Send a message: a checked model, or the JSON object of one (the worker's path)."""
+        wire = message.to_wire() if isinstance(message, CatapushMessage) else message
+        body = orjson.dumps(wire)
         token = await self._tokens.token()
         answer = await self._post(body, attachment, token)
         if answer.status == 401 and self._tokens.refreshable:

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from dispatcher.backoff import backoff_delay_ms
+from dispatcher.backoff import RetryPolicy
 from dispatcher.delivery import AttemptResult, Deliverer, Reschedule, Skipped
 from dispatcher.durable import Recorder
 from dispatcher.errors import TokenUnavailable
@@ -96,9 +96,7 @@ class Consumer:
         concurrency: int = DEFAULT_CONCURRENCY,
         max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
         largest_message_bytes: int = LARGEST_MESSAGE_BYTES,
-        max_attempts: int,
-        backoff_min_ms: int,
-        backoff_max_ms: int,
+        retry: RetryPolicy,
         grace_s: float,
         check_credentials: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
@@ -109,9 +107,7 @@ class Consumer:
         self._concurrency = concurrency
         self._max_in_flight_bytes = max_in_flight_bytes
         self._largest_message_bytes = largest_message_bytes
-        self._max_attempts = max_attempts
-        self._backoff_min_ms = backoff_min_ms
-        self._backoff_max_ms = backoff_max_ms
+        self._retry = retry
         self._grace_s = grace_s
         self._check_credentials = check_credentials
         # task -> (redis id, body size, intent id when it has one)
@@ -251,13 +247,13 @@ class Consumer:
             error=error,
             exc_info=exc,
         )
-        if message.attempt >= self._max_attempts:
+        if self._retry.exhausted(message.attempt):
             self.stats.count(
                 await self._deliverer.bury_exhausted(message.intent, message.attempt, error),
                 message.attempt,
             )
             return
-        delay = backoff_delay_ms(message.attempt, self._backoff_min_ms, self._backoff_max_ms)
+        delay = self._retry.delay_ms(message.attempt)
         await self._recorder.write(
             lambda: self._queue.enqueue(
                 message.intent, attempt=message.attempt + 1, delay_ms=delay

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
-from dispatcher.backoff import backoff_delay_ms
+from dispatcher.backoff import RetryPolicy
 from dispatcher.deadletters import AsyncDeadLetters, DeadLetterEntry
 from dispatcher.durable import Recorder
 from dispatcher.errors import (
@@ -32,11 +32,11 @@ from dispatcher.errors import (
     SlotUnavailable,
     TokenUnavailable,
 )
-from dispatcher.intents import ID_PATTERN, Attachment, CatapushMessage, parse_intent
+from dispatcher.intents import ID_PATTERN, Attachment, Intent, parse_intent
 from dispatcher.logs import get_logger
-from dispatcher.outcome import DeadLetter, RetryLater, Sent, decide, is_transient
-from dispatcher.receipts import ClaimState, Receipt, Receipts
-from dispatcher.render import Templates, remaining_expire_time, render
+from dispatcher.outcome import DeadLetter, Sent, decide, is_transient
+from dispatcher.receipts import Claim, ClaimState, Receipt, Receipts
+from dispatcher.render import Templates, remaining_expire_time, render_wire
 
 log = get_logger(__name__)
 
@@ -45,7 +45,9 @@ BUSY_RETRY_DELAY_MS = 2_000
 
 
 class Sender(Protocol):
-    async def send(self, message: CatapushMessage, attachment: Attachment | None = None) -> Any: ...
+    async def send(
+        self, message: Mapping[str, Any], attachment: Attachment | None = None
+    ) -> Any: ...
 
 
 class Limiter(Protocol):
@@ -54,9 +56,9 @@ class Limiter(Protocol):
     async def pause_all(self, seconds: float) -> None: ...
 
 
-# With several accounts: the sender and limiter of the account that sends for a message's
-# app; raises `IntentRefused` when none does.
-Route = Callable[[CatapushMessage], tuple[Sender, Limiter]]
+# With several accounts: the sender and limiter of the account that sends for an app (by
+# its mobileAppId); raises `IntentRefused` when none does.
+Route = Callable[[int], tuple[Sender, Limiter]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,34 @@ def _iso_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _unclaimed(job: _Job, claim: Claim) -> Skipped | Reschedule:
+    """A copy that went out already is skipped; one another worker is sending waits."""
+    if claim.receipt is not None:
+        log.info("delivery.skipped", intent_id=job.intent_id, message_id=claim.receipt.message_id)
+        return Skipped(claim.receipt.message_id)
+    log.info("delivery.deferred", intent_id=job.intent_id, reason="claimed by another worker")
+    # Not a failed attempt: the attempt number stays.
+    return Reschedule(job.wire, job.attempt, BUSY_RETRY_DELAY_MS)
+
+
+@dataclass(slots=True)
+class _Job:
+    """One attempt at one checked intent, with what its outcome needs to say about it."""
+
+    intent: Intent
+    intent_id: str
+    attempt: int
+    # The intent as it travels, when the queue's copy already is that (it had its id).
+    raw: dict[str, Any] | None
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        # Built only for a retry or a dead letter: a send that succeeds never needs it.
+        if self.raw is None:
+            self.raw = self.intent.to_wire()
+        return self.raw
+
+
 class Deliverer:
     def __init__(
         self,
@@ -107,9 +137,7 @@ class Deliverer:
         dead_letters: AsyncDeadLetters,
         limiter: Limiter,
         recorder: Recorder,
-        max_attempts: int,
-        backoff_min_ms: int,
-        backoff_max_ms: int,
+        retry: RetryPolicy,
         default_mobile_app_id: int | None,
         notify_callback_url: str | None = None,
         templates: Templates | None = None,
@@ -121,9 +149,7 @@ class Deliverer:
         self._dead_letters = dead_letters
         self._limiter = limiter
         self._recorder = recorder
-        self._max_attempts = max_attempts
-        self._backoff_min_ms = backoff_min_ms
-        self._backoff_max_ms = backoff_max_ms
+        self._retry = retry
         self._default_mobile_app_id = default_mobile_app_id
         self._notify_callback_url = notify_callback_url
         self._templates = templates
@@ -149,43 +175,29 @@ class Deliverer:
             )
         # One reading of the clock: expiry and the expireTime sent must agree.
         now_ms = self._clock_ms()
+        travelling: dict[str, Any] | None = raw
         if intent.id is None:
             # Raw producers may leave the id out; one is fixed now so retries keep it.
             intent = intent.with_defaults(now_ms=now_ms)
-        intent_id: str = intent.id  # type: ignore[assignment]
-        wire = intent.to_wire()
+            travelling = None
+        job = _Job(intent, intent.id, attempt, travelling)  # type: ignore[arg-type]
 
         remaining = remaining_expire_time(intent, now_ms=now_ms)
         if remaining is not None and remaining < 1:
-            return await self._bury(
-                DeadLetter(
-                    "expired",
-                    None,
-                    "expired",
-                    f"expireTime of {intent.expire_time} s passed before it could be sent",
-                ),
-                intent_id=intent_id,
-                attempts=attempt - 1,
-                intent=wire,
-            )
-
+            detail = f"expireTime of {intent.expire_time} s passed before it could be sent"
+            return await self._bury_job(job, DeadLetter("expired", None, "expired", detail))
         try:
-            message = render(
+            payload = render_wire(
                 intent,
                 default_mobile_app_id=self._default_mobile_app_id,
                 now_ms=now_ms,
                 notify_callback_url=self._notify_callback_url,
                 templates=self._templates,
             )
-            sender, limiter = (
-                (self._sender, self._limiter) if self._route is None else self._route(message)
-            )
+            sender, limiter = self._route_for(payload["mobileAppId"])
         except IntentRefused as exc:
-            return await self._bury(
-                DeadLetter("invalid", None, "invalid intent", str(exc)),
-                intent_id=intent_id,
-                attempts=attempt - 1,
-                intent=wire,
+            return await self._bury_job(
+                job, DeadLetter("invalid", None, "invalid intent", str(exc))
             )
 
         # The slot comes before the claim, so a claim only ever covers the send itself and
@@ -193,63 +205,71 @@ class Deliverer:
         try:
             await limiter.acquire()
         except SlotUnavailable as exc:
-            log.info("delivery.deferred", intent_id=intent_id, reason=str(exc))
+            log.info("delivery.deferred", intent_id=job.intent_id, reason=str(exc))
             # Waiting for the rate limit is not a failed attempt.
-            return Reschedule(wire, attempt, int(exc.retry_in_s * 1000))
+            return Reschedule(job.wire, attempt, int(exc.retry_in_s * 1000))
 
-        claim = await self._receipts.claim(intent_id, claim_owner)
-        if claim.state is ClaimState.ALREADY_SENT:
-            assert claim.receipt is not None
-            log.info("delivery.skipped", intent_id=intent_id, message_id=claim.receipt.message_id)
-            return Skipped(claim.receipt.message_id)
-        if claim.state is ClaimState.BUSY:
-            log.info("delivery.deferred", intent_id=intent_id, reason="claimed by another worker")
-            # Not a failed attempt: the attempt number stays.
-            return Reschedule(wire, attempt, BUSY_RETRY_DELAY_MS)
-
+        claim = await self._receipts.claim(job.intent_id, claim_owner)
+        if claim.state is not ClaimState.CLAIMED:
+            return _unclaimed(job, claim)
         try:
-            accepted = await sender.send(message, intent.attachment)
+            accepted = await sender.send(payload, intent.attachment)
         except CatapushError as exc:
-            await self._release(intent_id, claim.owner)
-            if isinstance(exc, TokenUnavailable) and exc.permanent:
-                raise
-            if (
-                isinstance(exc, CatapushRejected)
-                and exc.retry_after_s is not None
-                and is_transient(exc.status_code)
-            ):
-                await self._pause_all(limiter, exc.retry_after_s, intent_id)
-            outcome = decide(exc, attempt=attempt, max_attempts=self._max_attempts)
-            if isinstance(outcome, RetryLater):
-                delay_ms = backoff_delay_ms(
-                    attempt,
-                    self._backoff_min_ms,
-                    self._backoff_max_ms,
-                    retry_after_s=outcome.retry_after_s,
-                )
-                log.warning(
-                    "delivery.failed",
-                    intent_id=intent_id,
-                    attempt=attempt,
-                    status_code=outcome.status_code,
-                    title=outcome.title,
-                    detail=outcome.detail,
-                    retry_in_ms=delay_ms,
-                )
-                return Reschedule(wire, attempt + 1, delay_ms)
-            return await self._bury(outcome, intent_id=intent_id, attempts=attempt, intent=wire)
+            await self._release(job.intent_id, claim.owner)
+            return await self._failed(job, exc, limiter)
         except BaseException:
-            await self._release(intent_id, claim.owner)
+            await self._release(job.intent_id, claim.owner)
             raise
+        return await self._sent(job, accepted.message_id)
 
-        receipt = Receipt(intent_id, accepted.message_id, _iso_now(), attempt)
+    def _route_for(self, mobile_app_id: int) -> tuple[Sender, Limiter]:
+        if self._route is None:
+            return self._sender, self._limiter
+        return self._route(mobile_app_id)
+
+    async def _sent(self, job: _Job, message_id: str) -> Sent:
+        receipt = Receipt(job.intent_id, message_id, _iso_now(), job.attempt)
         await self._recorder.write(
-            lambda: self._receipts.record(receipt), what="receipt", intent_id=intent_id
+            lambda: self._receipts.record(receipt), what="receipt", intent_id=job.intent_id
         )
         log.info(
-            "delivery.sent", intent_id=intent_id, message_id=accepted.message_id, attempt=attempt
+            "delivery.sent", intent_id=job.intent_id, message_id=message_id, attempt=job.attempt
         )
-        return Sent(accepted.message_id)
+        return Sent(message_id)
+
+    async def _failed(
+        self, job: _Job, exc: CatapushError, limiter: Limiter
+    ) -> Reschedule | DeadLetter:
+        """What an attempt that Catapush failed or refused comes to."""
+        if isinstance(exc, TokenUnavailable) and exc.permanent:
+            raise exc
+        if (
+            isinstance(exc, CatapushRejected)
+            and exc.retry_after_s is not None
+            and is_transient(exc.status_code)
+        ):
+            await self._pause_all(limiter, exc.retry_after_s, job.intent_id)
+        outcome = decide(exc, attempt=job.attempt, max_attempts=self._retry.max_attempts)
+        if isinstance(outcome, DeadLetter):
+            return await self._bury_job(job, outcome, attempts=job.attempt)
+        delay_ms = self._retry.delay_ms(job.attempt, retry_after_s=outcome.retry_after_s)
+        log.warning(
+            "delivery.failed",
+            intent_id=job.intent_id,
+            attempt=job.attempt,
+            status_code=outcome.status_code,
+            title=outcome.title,
+            detail=outcome.detail,
+            retry_in_ms=delay_ms,
+        )
+        return Reschedule(job.wire, job.attempt + 1, delay_ms)
+
+    async def _bury_job(
+        self, job: _Job, outcome: DeadLetter, *, attempts: int | None = None
+    ) -> DeadLetter:
+        # Dead before it was sent, the attempt under way does not count.
+        spent = job.attempt - 1 if attempts is None else attempts
+        return await self._bury(outcome, intent_id=job.intent_id, attempts=spent, intent=job.wire)
 
     async def _release(self, intent_id: str, owner: str) -> None:
         # A claim that cannot be released expires by itself soon after.

@@ -52,7 +52,41 @@ def render(
     notify_callback_url: str | None = None,
     templates: Templates | None = None,
 ) -> CatapushMessage:
-    """The `POST /messages` body for an intent; raises `IntentRefused` if none can be built."""
+    """The `POST /messages` body for an intent as a checked model; raises `IntentRefused` if
+    none can be built."""
+    body = render_wire(
+        intent,
+        default_mobile_app_id=default_mobile_app_id,
+        now_ms=now_ms,
+        notify_callback_url=notify_callback_url,
+        templates=templates,
+    )
+    return _checked(body)
+
+
+def _checked(body: dict[str, Any]) -> CatapushMessage:
+    try:
+        return CatapushMessage.model_validate(body)
+    except ValidationError as exc:
+        # Reachable with templates: the rendered text can break a limit the intent could not.
+        raise IntentRefused(field_errors(exc)) from exc
+
+
+def render_wire(
+    intent: Intent,
+    *,
+    default_mobile_app_id: int | None,
+    now_ms: int,
+    notify_callback_url: str | None = None,
+    templates: Templates | None = None,
+) -> dict[str, Any]:
+    """The `POST /messages` body for an intent, as the JSON object Catapush takes.
+
+    An inline intent was checked against every Catapush constraint when it was validated,
+    and its body is made of those checked values, so it is not checked a second time (the
+    worker's hot path; a property test holds the two in step). A template's rendered texts
+    are new, so a template body is checked. Raises `IntentRefused` if no body can be built.
+    """
     mobile_app_id = (
         intent.mobile_app_id if intent.mobile_app_id is not None else default_mobile_app_id
     )
@@ -143,11 +177,9 @@ def render(
     if notify_callback_url is not None:
         body["notifyCallback"] = {"url": notify_callback_url, "method": "post"}
 
-    try:
-        return CatapushMessage.model_validate(body)
-    except ValidationError as exc:
-        # Reachable with templates: the rendered text can break a limit the intent could not.
-        raise IntentRefused(field_errors(exc)) from exc
+    if intent.template is not None:
+        return _checked(body).to_wire()
+    return body
 
 
 # Checking a template intent at intake renders its texts; which app receives it is the

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
+from dispatcher.backoff import RetryPolicy
 from dispatcher.catapush.accounts import accounts_from
 from dispatcher.catapush.connect import open_account_tokens
 from dispatcher.catapush.router import AccountRouter
@@ -86,6 +87,10 @@ class WorkerResources:
         # What keeps this process from working; the consumer and the probes read it.
         self.health = Health()
         self.recorder = Recorder(self.health)
+        # The one retry policy: the deliverer and the consumer's crash path share it.
+        self.retry = RetryPolicy(
+            settings.max_attempts, settings.backoff_min_ms, settings.backoff_max_ms
+        )
         self.tokens: TokenSource | None = None
 
     def open(self) -> tuple[aioredis.Redis, Deliverer]:
@@ -129,9 +134,7 @@ class WorkerResources:
                 max_wait_s=DEFAULT_MAX_WAIT_S,
             ),
             recorder=self.recorder,
-            max_attempts=settings.max_attempts,
-            backoff_min_ms=settings.backoff_min_ms,
-            backoff_max_ms=settings.backoff_max_ms,
+            retry=self.retry,
             default_mobile_app_id=settings.catapush_mobile_app_id,
             notify_callback_url=str(settings.callback_url) if settings.callback_url else None,
             templates=load_templates(settings.templates_dir),

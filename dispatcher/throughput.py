@@ -22,10 +22,12 @@ def minute_of(epoch_s: float) -> int:
     return int(epoch_s // 60)
 
 
-def stage_count(pipe: Any, keys: Keys, kind: Kind, now_s: float | None = None) -> None:
+def stage_count(
+    pipe: Any, keys: Keys, kind: Kind, now_s: float | None = None, *, amount: int = 1
+) -> None:
     """Queue the increment of this minute's counter on a pipeline (sync or async)."""
     key = keys.throughput(kind, minute_of(time.time() if now_s is None else now_s))
-    pipe.incr(key)
+    pipe.incrby(key, amount)
     pipe.expire(key, COUNTER_TTL_S)
 
 

@@ -81,9 +81,7 @@ async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None 
         concurrency=concurrency,
         max_in_flight_bytes=settings.max_in_flight_bytes,
         check_credentials=None if tokens is None else tokens.token,
-        max_attempts=settings.max_attempts,
-        backoff_min_ms=settings.backoff_min_ms,
-        backoff_max_ms=settings.backoff_max_ms,
+        retry=resources.retry,
         grace_s=settings.shutdown_grace_s,
     )
     log.info(

@@ -76,10 +76,9 @@ class AccountRouter:
         """The default app's route (or the first account's): what a start-up check uses."""
         return self.for_app(None) or self._routes[self._accounts.accounts[0].name]
 
-    def route(self, message: Any) -> tuple[CatapushClient, SharedRateLimiter]:
-        """The client and limiter for a rendered message; `IntentRefused` when no account
-        sends for its app, which no retry can change."""
-        app_id = getattr(message, "mobile_app_id", None)
+    def route(self, app_id: int) -> tuple[CatapushClient, SharedRateLimiter]:
+        """The client and limiter for a message to app `app_id`; `IntentRefused` when no
+        account sends for it, which no retry can change."""
         found = self.for_app(app_id)
         if found is None:
             raise IntentRefused(

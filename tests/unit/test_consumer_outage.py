@@ -12,6 +12,7 @@ import orjson
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from dispatcher.backoff import RetryPolicy
 from dispatcher.consumer import Consumer
 from dispatcher.delivery import Reschedule
 from dispatcher.durable import Recorder
@@ -165,9 +166,7 @@ def consumer_for(
 ) -> Consumer:
     options: dict[str, Any] = {
         "concurrency": 8,
-        "max_attempts": 3,
-        "backoff_min_ms": 10,
-        "backoff_max_ms": 20,
+        "retry": RetryPolicy(max_attempts=3, min_ms=10, max_ms=20),
         "grace_s": 5.0,
     } | overrides
     return Consumer(

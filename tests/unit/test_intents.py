@@ -21,6 +21,7 @@ from dispatcher.intents import (
     gsm_units,
     parse_intent,
 )
+from dispatcher.render import render_wire
 
 FAST = settings(max_examples=60, deadline=None, database=None)
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{5,50}$")
@@ -1015,3 +1016,22 @@ def valid_intents(draw: st.DrawFn) -> Intent:
 def test_valid_intents_round_trip_through_the_wire(value: Intent) -> None:
     """Any valid intent survives `Intent.model_validate(intent.to_wire()) == intent`."""
     assert Intent.model_validate(value.to_wire()) == value
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(valid_intents().filter(lambda intent: intent.template is None))
+def test_an_inline_body_built_unchecked_meets_every_catapush_constraint(value: Intent) -> None:
+    """The worker sends an inline intent's body without a second validation: it must be
+    exactly what checking it against `CatapushMessage` would give."""
+    body = render_wire(
+        value.with_defaults(now_ms=1_700_000_000_000),
+        default_mobile_app_id=7,
+        now_ms=1_700_000_000_000,
+        notify_callback_url="https://example.com/cb",
+    )
+    assert CatapushMessage.model_validate(body).to_wire() == body
