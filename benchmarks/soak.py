@@ -18,6 +18,7 @@ could not finish within `--deadline-s`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -116,12 +117,26 @@ def keys_left(client: redis.Redis) -> Counter[str]:
     return kinds
 
 
-def sample_redis(client: redis.Redis, samples: Samples, stop: threading.Event) -> None:
+def sample(
+    client: redis.Redis,
+    worker_pid: int,
+    every_s: float,
+    samples: Samples,
+    stop: threading.Event,
+) -> None:
+    """Redis memory every `REDIS_SAMPLE_S`, each worker process's RSS every `every_s`."""
+    started = time.monotonic()
+    next_rss = 0.0
     while not stop.wait(REDIS_SAMPLE_S):
-        try:
+        with contextlib.suppress(redis.RedisError):
             samples.redis_used.append(int(client.info("memory")["used_memory"]))
-        except redis.RedisError:
-            continue
+        now = time.monotonic() - started
+        if now >= next_rss:
+            next_rss = now + every_s
+            for pid in children(worker_pid):
+                rss = rss_bytes(pid)
+                if rss is not None:
+                    samples.rss.setdefault(pid, []).append((now, rss))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,7 +160,10 @@ def run(args: argparse.Namespace) -> int:
             )
         stop_sampling = threading.Event()
         sampler = threading.Thread(
-            target=sample_redis, args=(client, samples, stop_sampling), daemon=True
+            target=sample,
+            args=(redis.Redis.from_url(server.url), worker.pid, args.sample_s, samples),
+            kwargs={"stop": stop_sampling},
+            daemon=True,
         )
         started = time.monotonic()
         try:
@@ -173,10 +191,6 @@ def run(args: argparse.Namespace) -> int:
                 now = time.monotonic() - started
                 if now >= next_sample:
                     next_sample = now + args.sample_s
-                    for pid in children(worker.pid):
-                        rss = rss_bytes(pid)
-                        if rss is not None:
-                            samples.rss.setdefault(pid, []).append((now, rss))
                     accepted = int(sandbox.admin.stats()["accepted"])
                     samples.accepted.append((now, accepted))
                     print(f"{now:7.0f} s: {accepted:,} accepted", file=sys.stderr, flush=True)
