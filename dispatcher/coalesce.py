@@ -5,7 +5,9 @@ limiter wakes a batch of them, and they all claim their intent; answers come bac
 and they all store their receipt. One Redis call per step and per intent costs more CPU in
 the client than anything else the worker does, so each such step hands its request to a
 `Coalescer`, which gathers what arrives before the loop turns and runs it as one batch.
-Under light load a batch is one request and nothing waits longer than one turn of the loop.
+Under light load a batch is one request and nothing waits longer than one turn of the loop;
+under load, requests that arrive while a batch is out wait for it and go together next, so
+the batches grow with the load instead of the calls.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ Result = TypeVar("Result")
 
 # Keeps one script call's argument list, and the time Redis spends on it, small.
 DEFAULT_MAX_BATCH = 256
+# Batches out at once; more requests wait for one to come back.
+DEFAULT_MAX_IN_FLIGHT = 1
 
 
 class Coalescer(Generic[Request, Result]):
@@ -27,9 +31,11 @@ class Coalescer(Generic[Request, Result]):
         run_batch: Callable[[Sequence[Request]], Awaitable[Sequence[Result]]],
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._pending: list[tuple[Request, asyncio.Future[Result]]] = []
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
@@ -39,19 +45,27 @@ class Coalescer(Generic[Request, Result]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((request, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        self._schedule()
         return await future
+
+    def _schedule(self) -> None:
+        if not self._scheduled and self._pending and len(self._running) < self._max_in_flight:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), self._max_batch):
-            task = asyncio.ensure_future(self._run(pending[start : start + self._max_batch]))
+        while self._pending and len(self._running) < self._max_in_flight:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            task = asyncio.ensure_future(self._run(batch))
             # The loop keeps only weak references to tasks.
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._schedule()
 
     async def _run(self, batch: list[tuple[Request, asyncio.Future[Result]]]) -> None:
         try:

@@ -11,6 +11,7 @@ Each line goes to stderr in one `write` on its file descriptor, so the processes
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -39,14 +40,28 @@ def redact_passwords(text: str) -> str:
     return _QUERY_PASSWORD.sub(rf"\g<head>{MASK}", text)
 
 
+# Values of these types hold no nested keys and no URL: most of a log line's values.
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def _masked(value: Any) -> Any:
+    # `type() in` first: the Mapping check is an ABC check, and this runs per value per line.
+    if type(value) in _SCALARS or type(value) is str:
+        return value
     if isinstance(value, Mapping):
         return {key: MASK if _names_secret(key) else _masked(inner) for key, inner in value.items()}
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _key_names_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
+
+
 def _names_secret(key: Any) -> bool:
-    return isinstance(key, str) and any(part in key.lower() for part in SECRET_KEY_PARTS)
+    # Every log line asks this of every key; the keys are few, so the answers are kept.
+    return isinstance(key, str) and _key_names_secret(key)
 
 
 def mask_secrets(
@@ -59,7 +74,12 @@ def mask_secrets(
 
 
 def _redacted(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, str):
+        # Most values hold no URL and no password parameter: skip the lowering and patterns.
+        if "://" not in value and "=" not in value:
+            return value
         return redact_passwords(value)
     if isinstance(value, Mapping):
         return {key: _redacted(inner) for key, inner in value.items()}
