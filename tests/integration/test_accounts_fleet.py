@@ -39,6 +39,7 @@ def accounts_file(path: Path) -> Path:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.fault
 def test_each_app_sends_with_its_accounts_token_within_its_rate_limit(
     settings: Settings,
     sandbox: SandboxProcess,

@@ -221,6 +221,7 @@ def absent_redis() -> Iterator[LocalRedis]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.fault
 def test_a_worker_started_before_redis_waits_and_delivers_once_redis_is_up(
     settings: Settings,
     absent_redis: LocalRedis,

@@ -76,6 +76,7 @@ def test_three_cold_workers_share_one_oauth_token(
     assert sum(accepted_refs(sandbox).values()) == 150
 
 
+@pytest.mark.fault
 def test_tokens_expiring_every_three_seconds_cost_one_oauth_call_per_expiry(
     settings: Settings,
     sandbox: SandboxProcess,

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 import redis
 
 from dispatcher.deadletters import DeadLetterEntry
@@ -52,6 +53,7 @@ def test_twenty_consecutive_503s_cost_retries_not_intents(
     assert dead_letters(redis_client, settings).count() == 0
 
 
+@pytest.mark.fault
 def test_the_shared_rate_limit_holds_across_processes(
     settings: Settings,
     sandbox: SandboxProcess,
@@ -86,6 +88,7 @@ def test_the_shared_rate_limit_holds_across_processes(
     assert abs(rate - 20) <= 2, f"{rate:.2f}/s"
 
 
+@pytest.mark.fault
 def test_retry_after_pauses_every_worker(
     settings: Settings,
     sandbox: SandboxProcess,
@@ -349,6 +352,7 @@ def test_sigterm_drains_in_flight_sends_and_leaves_the_rest_queued(
     assert set(refs.values()) == {1}
 
 
+@pytest.mark.fault
 def test_a_worker_killed_mid_send_loses_nothing(
     settings: Settings,
     sandbox: SandboxProcess,

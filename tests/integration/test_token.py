@@ -27,6 +27,7 @@ def last_seq(sandbox: SandboxProcess) -> int:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.fault
 def test_after_revoke_three_worker_processes_fetch_exactly_one_new_token(
     settings_env: dict[str, str],
     settings: Settings,

@@ -83,6 +83,7 @@ def test_create_get_passwd_list_and_delete(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.fault
 def test_import_ten_thousand_with_existing_and_invalid_rows(
     settings_env: dict[str, str], sandbox: SandboxProcess, tmp_path: Path, report: Any
 ) -> None:
@@ -177,6 +178,7 @@ def _interrupted_then_resumed(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.fault
 def test_an_interrupted_import_run_again_creates_nothing_twice(
     settings_env: dict[str, str], sandbox: SandboxProcess, tmp_path: Path, signum: int
 ) -> None:

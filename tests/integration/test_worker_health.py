@@ -72,6 +72,7 @@ def test_readiness_follows_redis_and_liveness_does_not(
     assert not any("Traceback" in str(event) for event in logged)
 
 
+@pytest.mark.fault
 def test_credentials_refused_while_running_hold_messages_until_they_are_accepted(
     redis_server: LocalRedis,
     redis_client: redis.Redis,
