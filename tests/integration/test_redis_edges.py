@@ -140,8 +140,8 @@ def test_the_right_password_works(guarded_redis: LocalRedis) -> None:
 
 
 def test_serve_hides_the_password_and_answers_503(guarded_redis: LocalRedis) -> None:
-    """`dispatcher serve` on a refused URL: intake and /healthz answer 503, and neither the
-    answers nor the log show the password."""
+    """`dispatcher serve` on a refused URL: intake and /readyz answer 503 (/healthz, liveness,
+    stays 200), and neither the answers nor the log show the password."""
     port = free_port()
     url = f"redis://:{WRONG_PASSWORD}@127.0.0.1:{guarded_redis.port}/0"
     server = DispatcherProcess(env_for(url), "serve", "--port", str(port))
@@ -150,7 +150,7 @@ def test_serve_hides_the_password_and_answers_503(guarded_redis: LocalRedis) -> 
 
             def health() -> httpx.Response | None:
                 try:
-                    return http.get("/healthz")
+                    return http.get("/readyz")
                 except httpx.TransportError:
                     assert server.process.poll() is None, server.log_text()
                     return None
