@@ -39,6 +39,7 @@ from dispatcher.health import CREDENTIALS, REDIS, Health
 from dispatcher.intents import MAX_INTENT_BYTES
 from dispatcher.logs import get_logger
 from dispatcher.messages import Queued, Unreadable, now_ms, read_message
+from dispatcher.observer import NO_OBSERVER, WorkerObserver, enqueue_to_accepted_s
 from dispatcher.orphans import AUDIT_INTERVAL_S, OrphanAudit
 from dispatcher.outcome import DeadLetter, Sent
 from dispatcher.queue import RedisQueue
@@ -99,6 +100,7 @@ class Consumer:
         retry: RetryPolicy,
         grace_s: float,
         check_credentials: Callable[[], Awaitable[object]] | None = None,
+        observer: WorkerObserver = NO_OBSERVER,
     ) -> None:
         self._queue = queue
         self._deliverer = deliverer
@@ -110,6 +112,7 @@ class Consumer:
         self._retry = retry
         self._grace_s = grace_s
         self._check_credentials = check_credentials
+        self._observer = observer
         # task -> (redis id, body size, intent id when it has one)
         self._in_flight: dict[asyncio.Task[None], tuple[str, int, str | None]] = {}
         self._bytes_in_flight = 0
@@ -202,11 +205,14 @@ class Consumer:
         except Exception as exc:
             # A bug must not lose the intent: count a failed attempt and try again later;
             # once the attempts are spent, dead-letter it.
-            self.stats.outcomes["crashed"] += 1
             await self._recover(message, intent_id, exc)
             self._ack(message.redis_id)
             return
         self.stats.count(result, message.attempt)
+        if isinstance(result, Sent):
+            created = message.intent.get("createdAt") if isinstance(message.intent, dict) else None
+            if isinstance(created, int):
+                self._observer.accepted(enqueue_to_accepted_s(created, now_ms()))
         if isinstance(result, Reschedule):
             again = result
             await self._recorder.write(
@@ -253,6 +259,8 @@ class Consumer:
                 message.attempt,
             )
             return
+        # Counted here, not for the last attempt: that one is counted as its dead letter.
+        self.stats.outcomes["crashed"] += 1
         delay = self._retry.delay_ms(message.attempt)
         await self._recorder.write(
             lambda: self._queue.enqueue(

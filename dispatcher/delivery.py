@@ -176,8 +176,9 @@ class Deliverer:
         # One reading of the clock: expiry and the expireTime sent must agree.
         now_ms = self._clock_ms()
         travelling: dict[str, Any] | None = raw
-        if intent.id is None:
-            # Raw producers may leave the id out; one is fixed now so retries keep it.
+        if intent.id is None or intent.created_at is None:
+            # Raw producers may leave the id and the creation time out; both are fixed now,
+            # so that retries keep the id and count expireTime from the first attempt.
             intent = intent.with_defaults(now_ms=now_ms)
             travelling = None
         job = _Job(intent, intent.id, attempt, travelling)  # type: ignore[arg-type]

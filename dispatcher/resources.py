@@ -17,6 +17,7 @@ from dispatcher.delivery import Deliverer
 from dispatcher.durable import Recorder
 from dispatcher.health import Health
 from dispatcher.keys import Keys
+from dispatcher.observer import NO_OBSERVER, WorkerObserver
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.receipts import Receipts
 from dispatcher.redisconn import async_redis
@@ -28,6 +29,7 @@ from dispatcher.tokens import (
     SharedTokenCache,
     TokenSource,
 )
+from dispatcher.workermetrics import WorkerMetrics
 
 # A claim must outlive the slowest send it guards: the HTTP timeout twice (a 401 resends),
 # plus a margin.
@@ -42,7 +44,7 @@ async def _nothing_to_close() -> None:
 
 
 def open_token_source(
-    settings: Settings, redis: aioredis.Redis
+    settings: Settings, redis: aioredis.Redis, *, observer: WorkerObserver = NO_OBSERVER
 ) -> tuple[TokenSource, Callable[[], Awaitable[None]]]:
     """Where sends take their token from, and how to close it: the permanent token, or the
     OAuth token shared through `redis` under the fingerprint of these credentials. With an
@@ -50,7 +52,7 @@ def open_token_source(
     if settings.accounts_file is not None:
         accounts = accounts_from(settings)
         account = accounts.for_app(None) or accounts.accounts[0]
-        return open_account_tokens(settings, account, redis)
+        return open_account_tokens(settings, account, redis, observer=observer)
     token = secret_value(settings.catapush_access_token)
     if token is not None:
         return PermanentToken(token), _nothing_to_close
@@ -65,7 +67,11 @@ def open_token_source(
         user_agent=USER_AGENT,
     )
     cache = SharedTokenCache(
-        redis, Keys(settings.namespace), source, fingerprint=source.fingerprint
+        redis,
+        Keys(settings.namespace),
+        source,
+        fingerprint=source.fingerprint,
+        observer=observer,
     )
     return cache, source.aclose
 
@@ -87,6 +93,8 @@ class WorkerResources:
         # What keeps this process from working; the consumer and the probes read it.
         self.health = Health()
         self.recorder = Recorder(self.health)
+        # The process's Prometheus instruments; the probe exposes them when it runs.
+        self.metrics = WorkerMetrics()
         # The one retry policy: the deliverer and the consumer's crash path share it.
         self.retry = RetryPolicy(
             settings.max_attempts, settings.backoff_min_ms, settings.backoff_max_ms
@@ -99,7 +107,7 @@ class WorkerResources:
         # A send holds at most one connection at a time, so this many can never run out;
         # a blocking pool would cost a timer per command to guard against that.
         redis = async_redis(settings, max_connections=self._concurrency + REDIS_SPARE_CONNECTIONS)
-        tokens, close_tokens = open_token_source(settings, redis)
+        tokens, close_tokens = open_token_source(settings, redis, observer=self.metrics)
         self._closers.append(close_tokens)
         self.tokens = tokens
         client = CatapushClient(
@@ -113,7 +121,11 @@ class WorkerResources:
         if settings.accounts_file is not None:
             # Each app's sends go with its account's token, limiter and client.
             router = AccountRouter(
-                settings, accounts_from(settings), redis, session_factory=self._session_factory
+                settings,
+                accounts_from(settings),
+                redis,
+                session_factory=self._session_factory,
+                observer=self.metrics,
             )
             self._closers.insert(0, router.aclose)
             self.tokens = router.default.tokens
@@ -132,6 +144,7 @@ class WorkerResources:
                 rate_per_s=settings.rate_limit,
                 burst=settings.rate_burst,
                 max_wait_s=DEFAULT_MAX_WAIT_S,
+                observer=self.metrics,
             ),
             recorder=self.recorder,
             retry=self.retry,

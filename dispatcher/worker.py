@@ -81,6 +81,7 @@ async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None 
         concurrency=concurrency,
         max_in_flight_bytes=settings.max_in_flight_bytes,
         check_credentials=None if tokens is None else tokens.token,
+        observer=resources.metrics,
         retry=resources.retry,
         grace_s=settings.shutdown_grace_s,
     )
@@ -96,7 +97,9 @@ async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None 
     try:
         if probe is not None:
             try:
-                runner = await start_probe(consumer, probe.host, probe.port)
+                runner = await start_probe(
+                    consumer, probe.host, probe.port, metrics=resources.metrics
+                )
             except OSError as exc:
                 raise ConfigurationError(
                     f"--metrics-port: cannot listen on {probe.host}:{probe.port}: "

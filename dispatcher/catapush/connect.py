@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from dispatcher.catapush.accounts import Account
 from dispatcher.client import USER_AGENT
 from dispatcher.keys import Keys
+from dispatcher.observer import NO_OBSERVER, WorkerObserver
 from dispatcher.settings import Settings, secret_value
 from dispatcher.tokens import (
     OAuthTokenSource,
@@ -37,7 +38,11 @@ def fingerprint_of(settings: Settings, account: Account) -> str | None:
 
 
 def open_account_tokens(
-    settings: Settings, account: Account, redis: aioredis.Redis
+    settings: Settings,
+    account: Account,
+    redis: aioredis.Redis,
+    *,
+    observer: WorkerObserver = NO_OBSERVER,
 ) -> tuple[TokenSource, Closer]:
     """The account's permanent token, or its OAuth token shared through `redis` under the
     fingerprint of its credentials (so two accounts never share a token)."""
@@ -54,6 +59,10 @@ def open_account_tokens(
         user_agent=USER_AGENT,
     )
     cache = SharedTokenCache(
-        redis, Keys(settings.namespace), source, fingerprint=source.fingerprint
+        redis,
+        Keys(settings.namespace),
+        source,
+        fingerprint=source.fingerprint,
+        observer=observer,
     )
     return cache, source.aclose

@@ -18,6 +18,7 @@ from dispatcher.catapush.connect import open_account_tokens
 from dispatcher.client import CatapushClient, SessionFactory, default_session
 from dispatcher.errors import IntentRefused
 from dispatcher.keys import Keys
+from dispatcher.observer import NO_OBSERVER, WorkerObserver
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.settings import Settings
 from dispatcher.tokens import TokenSource
@@ -42,13 +43,14 @@ class AccountRouter:
         *,
         session_factory: SessionFactory = default_session,
         limiter_options: dict[str, Any] | None = None,
+        observer: WorkerObserver = NO_OBSERVER,
     ) -> None:
         self._accounts = accounts
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._routes: dict[str, Route] = {}
         keys = Keys(settings.namespace)
         for account in accounts.accounts:
-            tokens, close_tokens = open_account_tokens(settings, account, redis)
+            tokens, close_tokens = open_account_tokens(settings, account, redis, observer=observer)
             client = CatapushClient(
                 settings.catapush_url,
                 tokens=tokens,
@@ -62,6 +64,7 @@ class AccountRouter:
                 burst=account.rate_burst,
                 max_wait_s=DEFAULT_MAX_WAIT_S,
                 account=account.rate_scope,
+                observer=observer,
                 **(limiter_options or {}),
             )
             self._routes[account.name] = Route(account, tokens, limiter, client)

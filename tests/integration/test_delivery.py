@@ -177,6 +177,8 @@ def test_a_worker_serves_its_health_and_metrics(
         assert 'dispatcher_deliveries_total{outcome="sent"} 2' in metrics
         assert 'dispatcher_deliveries_total{outcome="dead_lettered"} 1' in metrics
         assert "# TYPE dispatcher_sends_in_flight gauge" in metrics
+        # The two accepted sends are timed from their enqueueing.
+        assert "dispatcher_enqueue_to_accepted_seconds_count 2.0" in metrics
         probe.close()
     finally:
         worker.close()

@@ -625,12 +625,6 @@ async def test_an_exhausted_value_without_a_usable_id_gets_a_new_one() -> None:
     assert rig.dead_letters.entries[0].id.startswith("invalid-")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an intent with an id but no createdAt (a raw producer's) travels on without one, "
-    "so each retry counts its expireTime afresh: it never expires and Catapush is given the "
-    "whole expireTime again at every attempt; createdAt is fixed only when the id is missing",
-)
 @in_loop
 async def test_an_intent_without_created_at_expires_counting_from_its_first_attempt() -> None:
     rig = Rig()
