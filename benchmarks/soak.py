@@ -122,10 +122,12 @@ def sample(
     worker_pid: int,
     every_s: float,
     samples: Samples,
+    *,
+    started: float,
     stop: threading.Event,
 ) -> None:
-    """Redis memory every `REDIS_SAMPLE_S`, each worker process's RSS every `every_s`."""
-    started = time.monotonic()
+    """Redis memory every `REDIS_SAMPLE_S`, each worker process's RSS every `every_s`
+    (seconds counted from `started`, as the rest of the report)."""
     next_rss = 0.0
     while not stop.wait(REDIS_SAMPLE_S):
         with contextlib.suppress(redis.RedisError):
@@ -159,13 +161,13 @@ def run(args: argparse.Namespace) -> int:
                 start_new_session=True,
             )
         stop_sampling = threading.Event()
+        started = time.monotonic()
         sampler = threading.Thread(
             target=sample,
             args=(redis.Redis.from_url(server.url), worker.pid, args.sample_s, samples),
-            kwargs={"stop": stop_sampling},
+            kwargs={"stop": stop_sampling, "started": started},
             daemon=True,
         )
-        started = time.monotonic()
         try:
             deadline = started + WORKER_START_DEADLINE_S
             while len(children(worker.pid)) < args.processes:
@@ -266,8 +268,9 @@ def report(
         for pid in pids:
             series = samples.rss[pid]
             cells.append(f"{series[min(index, len(series) - 1)][1] / MIB:.0f}")
-        done = next((count for when, count in samples.accepted if when >= at), accepted)
-        print(f"| {at:,.0f} | " + " | ".join(cells) + f" | {done:,} |")
+        seen = [count for when, count in samples.accepted if when <= at]
+        done = f"{seen[-1]:,}" if seen else "(enqueueing)"
+        print(f"| {at:,.0f} | " + " | ".join(cells) + f" | {done} |")
 
 
 def main() -> int:
