@@ -46,6 +46,8 @@ from dispatcher.queue import RedisQueue
 from dispatcher.settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_IN_FLIGHT_BYTES
 
 FETCH_BATCH = 256
+# While sends are in flight, fetch again once 1/this of the slots are free.
+FETCH_MIN_ROOM_SHARE = 4
 IDLE_POLL_MIN_S = 0.005
 IDLE_POLL_MAX_S = 0.2
 HEARTBEAT_INTERVAL_S = 3.0
@@ -109,6 +111,7 @@ class Consumer:
         self._concurrency = concurrency
         self._max_in_flight_bytes = max_in_flight_bytes
         self._largest_message_bytes = largest_message_bytes
+        self._fetch_min_room = max(1, concurrency // FETCH_MIN_ROOM_SHARE)
         self._retry = retry
         self._grace_s = grace_s
         self._check_credentials = check_credentials
@@ -166,8 +169,15 @@ class Consumer:
             room = self._concurrency - len(self._in_flight)
             room_bytes = self._max_in_flight_bytes - self._bytes_in_flight
             # A fetch takes at least one message, whatever its size; so while anything is
-            # held, fetch only with room for the largest one, and the budget holds.
-            if room <= 0 or (self._in_flight and room_bytes < self._largest_message_bytes):
+            # held, fetch only with room for the largest one, and the budget holds. And
+            # while busy, wait for a quarter of the slots to free up: a fetch per freed slot
+            # costs a round trip per message.
+            busy = bool(self._in_flight)
+            if (
+                room <= 0
+                or (busy and room < self._fetch_min_room)
+                or (busy and room_bytes < self._largest_message_bytes)
+            ):
                 self._slot_freed.clear()
                 await _first(self._slot_freed.wait(), stop.wait())
                 continue
