@@ -18,6 +18,7 @@ import redis
 import typer
 
 from dispatcher import __version__
+from dispatcher.commands import exits
 from dispatcher.commands.events import events_app
 from dispatcher.commands.token import token_app
 from dispatcher.commands.users import users_app
@@ -36,8 +37,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog=exits.ROOT,
 )
-dlq_app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Inspect, replay and purge dead letters.", no_args_is_help=True, epilog=exits.GROUP
+)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(users_app, name="users")
 app.add_typer(token_app, name="token")
@@ -115,7 +119,7 @@ def _json_lines(source: str) -> Iterator[tuple[int, str]]:
             _fail(f"{source} is not UTF-8 text: {exc.reason} at byte {exc.start}", EXIT_FAILED)
 
 
-@app.command()
+@app.command(epilog=exits.ENQUEUE)
 def enqueue(
     source: Annotated[
         str, typer.Argument(help="A file of JSON lines, one intent each, or - for stdin.")
@@ -167,7 +171,7 @@ def enqueue(
 # -- worker, sandbox, demo -------------------------------------------------------------------
 
 
-@app.command()
+@app.command(epilog=exits.WORKER)
 def worker(
     processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     threads: Annotated[
@@ -195,7 +199,7 @@ def worker(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(epilog=exits.SANDBOX)
 def sandbox(
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8710,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -213,7 +217,7 @@ def sandbox(
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
-@app.command()
+@app.command(epilog=exits.SERVE)
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[
@@ -250,7 +254,7 @@ def serve(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(epilog=exits.DEMO)
 def demo(
     count: Annotated[int, typer.Option(min=1, max=10_000, help="Sample intents to send.")] = 12,
 ) -> None:
@@ -269,7 +273,7 @@ def _redis(settings: Settings) -> redis.Redis:
     return sync_redis(settings)
 
 
-@app.command()
+@app.command(epilog=exits.STATUS)
 def status(
     intent_id: Annotated[str, typer.Argument(metavar="ID")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -312,7 +316,7 @@ def _dead_letters(client: redis.Redis, settings: Settings) -> Any:
     return DeadLetters(client, Keys(settings.namespace))
 
 
-@dlq_app.command("list")
+@dlq_app.command("list", epilog=exits.DLQ_LIST)
 def dlq_list(
     reason: ReasonOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
@@ -338,7 +342,7 @@ def dlq_list(
         )
 
 
-@dlq_app.command("show")
+@dlq_app.command("show", epilog=exits.DLQ_SHOW)
 def dlq_show(entry_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show one dead letter in full, the intent included."""
     settings = _settings()
@@ -365,7 +369,7 @@ def _select(store: Any, ids: list[str], every: bool, reason: str | None) -> list
     return entries
 
 
-@dlq_app.command("replay")
+@dlq_app.command("replay", epilog=exits.DLQ_REPLAY)
 def dlq_replay(
     ids: Annotated[list[str] | None, typer.Argument(metavar="ID...")] = None,
     every: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
@@ -397,7 +401,7 @@ def dlq_replay(
         raise typer.Exit(EXIT_FAILED)
 
 
-@dlq_app.command("purge")
+@dlq_app.command("purge", epilog=exits.DLQ_PURGE)
 def dlq_purge(
     ids: Annotated[list[str] | None, typer.Argument(metavar="ID...")] = None,
     every: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,

@@ -9,9 +9,11 @@ import orjson
 import redis
 import typer
 
+from dispatcher.commands import exits
 from dispatcher.commands.common import failures, settings_or_exit
 
 events_app = typer.Typer(
+    epilog=exits.GROUP,
     help="Events producers act on (identifiers Catapush cannot deliver to).",
     no_args_is_help=True,
 )
@@ -31,7 +33,7 @@ def _show(entry: dict[str, str], as_json: bool) -> None:
     )
 
 
-@events_app.command("tail")
+@events_app.command("tail", epilog=exits.EVENTS)
 def events_tail(
     last: Annotated[int, typer.Option("--last", "-n", min=0, help="Entries to show first.")] = 20,
     follow: Annotated[

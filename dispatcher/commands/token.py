@@ -8,6 +8,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from dispatcher.commands import exits
 from dispatcher.commands.common import (
     EXIT_INTERRUPTED,
     Interrupted,
@@ -18,7 +19,9 @@ from dispatcher.commands.common import (
 )
 
 token_app = typer.Typer(
-    help="The shared Catapush access token: its status, and revoking it.", no_args_is_help=True
+    epilog=exits.GROUP,
+    help="The shared Catapush access token: its status, and revoking it.",
+    no_args_is_help=True,
 )
 
 AccountOption = Annotated[
@@ -27,7 +30,7 @@ AccountOption = Annotated[
 ]
 
 
-@token_app.command("status")
+@token_app.command("status", epilog=exits.TOKEN)
 def token_status(
     account: AccountOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -49,7 +52,7 @@ def token_status(
         typer.echo(line)
 
 
-@token_app.command("revoke")
+@token_app.command("revoke", epilog=exits.TOKEN)
 def token_revoke(account: AccountOption = None) -> None:
     """Revoke every access token of the account at Catapush (DELETE /auth/oauth), then drop
     the cached one: the next sends fetch exactly one new token for the whole fleet."""

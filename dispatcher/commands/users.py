@@ -13,6 +13,7 @@ from typing import IO, Annotated, Any, TypeVar
 import orjson
 import typer
 
+from dispatcher.commands import exits
 from dispatcher.commands.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -26,6 +27,7 @@ from dispatcher.commands.common import (
 )
 
 users_app = typer.Typer(
+    epilog=exits.GROUP,
     help="Catapush users: Catapush delivers only to identifiers that are users of the app.",
     no_args_is_help=True,
 )
@@ -100,7 +102,7 @@ def _print_user(user: Any, as_json: bool) -> None:
         typer.echo(f"{user.identifier:<40} {user.platform or '-':<8} {user.created_at or '-'}")
 
 
-@users_app.command("list")
+@users_app.command("list", epilog=exits.USERS)
 def users_list(
     app: AppOption = None, account: AccountOption = None, as_json: JsonOption = False
 ) -> None:
@@ -119,7 +121,7 @@ def users_list(
         typer.echo(f"{count} user(s)", err=True)
 
 
-@users_app.command("get")
+@users_app.command("get", epilog=exits.USERS)
 def users_get(
     identifier: str,
     app: AppOption = None,
@@ -141,7 +143,7 @@ def users_get(
     _print_user(user, as_json)
 
 
-@users_app.command("create")
+@users_app.command("create", epilog=exits.USERS)
 def users_create(
     identifier: str,
     app: AppOption = None,
@@ -172,7 +174,7 @@ def users_create(
         typer.echo(f"password: {password}")
 
 
-@users_app.command("passwd")
+@users_app.command("passwd", epilog=exits.USERS)
 def users_passwd(
     identifier: str,
     app: AppOption = None,
@@ -198,7 +200,7 @@ def users_passwd(
         typer.echo(f"password: {password}")
 
 
-@users_app.command("delete")
+@users_app.command("delete", epilog=exits.USERS)
 def users_delete(identifier: str, app: AppOption = None, account: AccountOption = None) -> None:
     """Delete a user; exit 1 when there is none."""
     from dispatcher.errors import UserNotFound
@@ -291,7 +293,7 @@ def _password_file(path: Path | None) -> tuple[Callable[[str, str], None] | None
     return write, handle
 
 
-@users_app.command("import")
+@users_app.command("import", epilog=exits.USERS_IMPORT)
 def users_import(
     file: Annotated[Path, typer.Argument(help="CSV (identifier,password) or JSON lines.")],
     app: AppOption = None,
