@@ -186,14 +186,30 @@ def worker(
         ),
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "0.0.0.0",
+    lanes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lanes",
+            metavar="LANE",
+            help="Serve only these lanes (transactional, bulk; repeat or comma-separate). "
+            "Default: both.",
+        ),
+    ] = None,
 ) -> None:
-    """Consume the queue and send each intent to Catapush, until SIGTERM or SIGINT."""
+    """Consume the queues and send each intent to Catapush, until SIGTERM or SIGINT."""
+    from dispatcher.lanes import parse_lanes
     from dispatcher.worker import Probe, run_workers
 
+    try:
+        served = parse_lanes(lanes or [])
+    except ValueError as exc:
+        _fail(f"--lanes: {exc}", EXIT_USAGE)
     settings = _settings()
     probe = None if metrics_port is None else Probe(metrics_host, metrics_port)
     try:
-        code = run_workers(settings, processes=processes, threads=threads, probe=probe)
+        code = run_workers(
+            settings, processes=processes, threads=threads, probe=probe, lanes=served
+        )
     except ConfigurationError as exc:
         _fail(str(exc), EXIT_USAGE)
     raise typer.Exit(code)
@@ -353,20 +369,24 @@ def dlq_show(entry_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     typer.echo(orjson.dumps(entry.to_dict(), option=orjson.OPT_INDENT_2).decode())
 
 
-def _select(store: Any, ids: list[str], every: bool, reason: str | None) -> list[Any]:
+def _select(store: Any, ids: list[str], every: bool, reason: str | None) -> tuple[list[Any], int]:
+    """The entries named (or every one), and how many named ids are not in the store: each
+    of those is reported on stderr, and the others are still handled."""
     if every == bool(ids):
         _fail("give dead letter ids, or --all", EXIT_USAGE)
     if every:
-        return list(store.list(reason))
+        return list(store.list(reason)), 0
     if reason is not None:
         _fail("--reason goes with --all", EXIT_USAGE)
-    entries = []
+    entries, unknown = [], 0
     for entry_id in ids:
         entry = store.get(entry_id)
         if entry is None:
-            _fail(f"no dead letter {entry_id!r}")
-        entries.append(entry)
-    return entries
+            typer.echo(f"error: no dead letter {entry_id!r}: skipped", err=True)
+            unknown += 1
+        else:
+            entries.append(entry)
+    return entries, unknown
 
 
 @dlq_app.command("replay", epilog=exits.DLQ_REPLAY)
@@ -378,40 +398,76 @@ def dlq_replay(
     """Put dead letters back on the queue with a fresh attempt count.
 
     An entry is removed only once its intent is on the queue. An intent that was sent
-    already (it has a receipt) is not sent again.
+    already (it has a receipt) is not sent again. Prints what it did with each id; an
+    unknown id does not stop the others. A progress bar shows on a terminal.
     """
+    from dispatcher.commands.progress import Progress
     from dispatcher.producer import Producer
 
     chosen = _reason(reason)
     settings = _settings()
     # Replays go back as they were checked the first time: no template check again.
     producer = Producer.from_settings(settings, check_templates=False)
-    failed = 0
     with _redis_failures(settings), closing(producer), closing(_redis(settings)) as client:
         store = _dead_letters(client, settings)
-        for entry in _select(store, ids or [], every, chosen):
-            if not isinstance(entry.intent, dict):
-                typer.echo(f"cannot replay {entry.id}: its message was not an intent", err=True)
-                failed += 1
-                continue
-            producer.requeue(entry.intent, attempt=1, delay_ms=0)
-            store.remove([entry.id])
-            typer.echo(f"replayed {entry.id}")
+        entries, failed = _select(store, ids or [], every, chosen)
+        replayed = 0
+        with Progress("replay", len(entries)) as progress:
+            for entry in entries:
+                if not isinstance(entry.intent, dict):
+                    progress.echo(f"cannot replay {entry.id}: its message was not an intent")
+                    failed += 1
+                else:
+                    producer.requeue(entry.intent, attempt=1, delay_ms=0)
+                    store.remove([entry.id])
+                    typer.echo(f"replayed {entry.id}")
+                    replayed += 1
+                progress.advance(note=f"{failed} failed" if failed else "")
     if failed:
+        typer.echo(f"replayed {replayed}, {failed} failed", err=True)
         raise typer.Exit(EXIT_FAILED)
 
 
 @dlq_app.command("purge", epilog=exits.DLQ_PURGE)
 def dlq_purge(
     ids: Annotated[list[str] | None, typer.Argument(metavar="ID...")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every dead letter; asks for confirmation first.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Purge --all without asking.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list what would be purged.")
+    ] = False,
 ) -> None:
-    """Delete dead letters for good."""
+    """Delete dead letters for good. An unknown id is reported and the others still purged."""
     settings = _settings()
     with _redis_failures(settings), closing(_redis(settings)) as client:
         store = _dead_letters(client, settings)
-        removed = store.remove(entry.id for entry in _select(store, ids or [], every, None))
-    typer.echo(f"purged {removed}")
+        entries, unknown = _select(store, ids or [], every, None)
+        if dry_run:
+            for entry in entries:
+                typer.echo(f"would purge {entry.id} ({entry.reason})")
+            typer.echo(f"would purge {len(entries)}")
+        else:
+            if every and entries and not yes:
+                _confirm_purge(len(entries))
+            removed = store.remove(entry.id for entry in entries)
+            typer.echo(f"purged {removed}")
+    if unknown:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _confirm_purge(count: int) -> None:
+    """Asks on a terminal; anywhere else only --yes purges everything."""
+    if not sys.stdin.isatty():
+        _fail(
+            f"dlq purge --all would delete {count} dead letter(s): pass --yes to confirm "
+            "(no terminal to ask on), or --dry-run to list them",
+            EXIT_USAGE,
+        )
+    if not typer.confirm(f"Delete {count} dead letter(s) for good?", default=False):
+        typer.echo("nothing purged", err=True)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ callbacks Catapush sent for it."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
@@ -47,7 +48,10 @@ def _waiting(
     delayed = find_queued(client, f"{keys.delay_queue(queue_name)}.msgs", intent_id)
     if delayed is not None:
         eta = delayed.get("options", {}).get("eta")
-        return {"id": intent_id, "state": "retrying", "attempt": _attempt(delayed), "eta_ms": eta}
+        report = {"id": intent_id, "state": "retrying", "attempt": _attempt(delayed), "eta_ms": eta}
+        if isinstance(eta, int):
+            report["eta"] = iso_from_ms(eta)
+        return report
     return None
 
 
@@ -124,8 +128,29 @@ def _callback_line(event: Any) -> str:
     return f"{head}{event.get('recipient', '-')} {extra}".rstrip()
 
 
+def iso_from_ms(epoch_ms: int) -> str:
+    """`2026-03-01T12:00:00.250Z`: an epoch-milliseconds time as people read it, in UTC."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _human_fields(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's fields, each epoch-milliseconds time (`*_ms`) shown once, as a time."""
+    fields: dict[str, Any] = {}
+    for key, value in report.items():
+        if key == "callbacks":
+            continue
+        if key.endswith("_ms") and isinstance(value, int) and not isinstance(value, bool):
+            name = key.removesuffix("_ms")
+            fields[name] = report.get(name) or iso_from_ms(value)
+        elif key not in fields:
+            fields[key] = value
+    return fields
+
+
 def format_status(report: dict[str, Any]) -> list[str]:
-    """The report for humans: `key: value` lines, then one line per callback event."""
-    lines = [f"{key}: {value}" for key, value in report.items() if key != "callbacks"]
+    """The report for humans: `key: value` lines (times in UTC, ISO 8601), then one line per
+    callback event."""
+    lines = [f"{key}: {value}" for key, value in _human_fields(report).items()]
     lines.extend(_callback_line(event) for event in report.get("callbacks", []))
     return lines

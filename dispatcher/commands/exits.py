@@ -38,7 +38,8 @@ DLQ_REPLAY = epilog(
 )
 DLQ_PURGE = epilog(
     "0 purged (or, with --dry-run, listed)",
-    "1 an id is unknown (the others are still purged), or " + REDIS_DOWN[2:],
+    "1 an id is unknown (the others are still purged), the confirmation was declined, or "
+    + REDIS_DOWN[2:],
     "2 usage error, no confirmation without a terminal and without --yes, a configuration"
     " error, or Redis refused DISPATCHER_REDIS_URL",
 )
