@@ -273,11 +273,21 @@ def serve(
 @app.command(epilog=exits.DEMO)
 def demo(
     count: Annotated[int, typer.Option(min=1, max=10_000, help="Sample intents to send.")] = 12,
+    rate: Annotated[
+        float,
+        typer.Option(
+            min=1, max=5_000, help="The demo's own rate limit, sends per second (all workers)."
+        ),
+    ] = 200.0,
 ) -> None:
-    """Run the whole pipeline on this machine (own Redis, sandbox, worker) and show outcomes."""
+    """Run the whole pipeline on this machine (own Redis, sandbox, worker) and show outcomes.
+
+    The wait for outcomes follows from --count and --rate; progress shows as a bar on a
+    terminal, as a line every 5 s otherwise.
+    """
     from dispatcher.demo import run_demo
 
-    raise typer.Exit(run_demo(count=count))
+    raise typer.Exit(run_demo(count=count, rate=rate))
 
 
 # -- status and dead letters -----------------------------------------------------------------

@@ -16,6 +16,7 @@ import tempfile
 import time
 from typing import Any
 
+from dispatcher.commands.progress import PLAIN_EVERY_S, Progress
 from dispatcher.deadletters import DeadLetters
 from dispatcher.errors import IntentRefused
 from dispatcher.keys import Keys
@@ -30,7 +31,18 @@ from dispatcher.settings import DEFAULT_REDIS_CONNECT_TIMEOUT_S, DEFAULT_REDIS_S
 
 DEMO_MOBILE_APP_ID = 1001
 BLOCKED_IDENTIFIER = "blocked-user"
-OUTCOME_DEADLINE_S = 60.0
+# The demo's own rate limit, far above a deployment's default of 20/s: the sandbox takes it,
+# and 2,000 intents then take seconds instead of minutes. `dispatcher demo --rate` changes it.
+DEMO_RATE_LIMIT = 200.0
+DEMO_RATE_BURST = 50
+DEMO_THREADS = 64
+# Start-up, token fetch and the backoff of the two 503s, besides the sends themselves.
+OUTCOME_SLACK_S = 30.0
+# The wait allows the sends half as long again as the rate limit needs.
+RATE_HEADROOM = 1.5
+# Outcomes printed one per line; the rest are summed up.
+OUTCOME_LINES = 20
+POLL_S = 0.1
 FORBIDDEN_TITLE = (
     "Forbidden - Wrong authentication / Bad OAuth request (re-authenticating won't help)"
 )
@@ -74,9 +86,48 @@ def _outcome(reader: ReceiptReader, dead: DeadLetters, intent_id: str) -> str | 
     return None
 
 
-def run_demo(count: int = 12) -> int:
+def outcome_deadline_s(count: int, rate: float) -> float:
+    """How long the demo waits for every outcome: the sends at the rate limit, with room for
+    the slower starts of a busy machine, plus a fixed allowance for start-up and retries."""
+    return OUTCOME_SLACK_S + count / rate * RATE_HEADROOM
+
+
+def _settled(client: Any, keys: Keys, dead: DeadLetters, pending: list[str]) -> set[str]:
+    """The pending ids that have a receipt or a dead letter: one MGET and one list."""
+    waiting = set(pending)
+    done = {
+        intent_id
+        for intent_id, found in zip(
+            pending, client.mget([keys.receipt(i) for i in pending]) if pending else [], strict=True
+        )
+        if found is not None
+    }
+    done.update(entry.id for entry in dead.list() if entry.id in waiting)
+    return done
+
+
+def _print_outcomes(accepted: list[str], outcomes: dict[str, str]) -> None:
+    print("\noutcomes:")
+    for intent_id in accepted[:OUTCOME_LINES]:
+        print(f"  {intent_id:<22} {outcomes.get(intent_id, 'no outcome before the deadline')}")
+    rest = accepted[OUTCOME_LINES:]
+    if rest:
+        sent = sum(1 for i in rest if outcomes.get(i, "").startswith("sent"))
+        dead = sum(1 for i in rest if outcomes.get(i, "").startswith("dead"))
+        print(
+            f"  ... and {len(rest)} more: {sent} sent, {dead} dead letter(s), "
+            f"{len(rest) - sent - dead} without an outcome"
+        )
+
+
+def run_demo(count: int = 12, rate: float = DEMO_RATE_LIMIT) -> int:
     configure_logging("console", level=logging.WARNING)
-    print("catapush-dispatcher demo: private Redis + sandbox Catapush API + 1 worker process\n")
+    deadline_s = outcome_deadline_s(count, rate)
+    print(
+        "catapush-dispatcher demo: private Redis + sandbox Catapush API + 1 worker process\n"
+        f"rate limit {rate:g}/s (the demo's own; a deployment's is DISPATCHER_RATE_LIMIT, "
+        f"default 20/s): {count} intent(s), every outcome expected within {deadline_s:.0f} s\n"
+    )
     with LocalRedis() as local_redis, SandboxProcess() as sandbox:
         sandbox.admin.add_fault(
             status=403,
@@ -96,20 +147,25 @@ def run_demo(count: int = 12) -> int:
             "DISPATCHER_BACKOFF_MIN_MS": "200",
             "DISPATCHER_BACKOFF_MAX_MS": "2000",
             "DISPATCHER_LOG_FORMAT": "json",
+            "DISPATCHER_RATE_LIMIT": f"{rate:g}",
+            "DISPATCHER_RATE_BURST": str(max(1, min(DEMO_RATE_BURST, int(rate)))),
         }
         producer = Producer(local_redis.url, "demo", "notifications")
         accepted: list[str] = []
-        for sample in _samples(count):
+        for number, sample in enumerate(_samples(count)):
             try:
                 accepted.append(producer.enqueue(sample))
-                print(f"enqueued   {sample['id']}")
+                if number < OUTCOME_LINES:
+                    print(f"enqueued   {sample['id']}")
             except IntentRefused as exc:
                 print(f"refused    {sample['id']!r}: {exc}")
+        if len(accepted) > OUTCOME_LINES:
+            print(f"enqueued   ... {len(accepted)} in all")
         producer.close()
 
         with tempfile.TemporaryFile() as worker_log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "dispatcher", "worker", "--threads", "16"],
+                [sys.executable, "-m", "dispatcher", "worker", "--threads", str(DEMO_THREADS)],
                 env=env,
                 stdout=worker_log,
                 stderr=subprocess.STDOUT,
@@ -119,19 +175,34 @@ def run_demo(count: int = 12) -> int:
                 connect_timeout_s=DEFAULT_REDIS_CONNECT_TIMEOUT_S,
                 socket_timeout_s=DEFAULT_REDIS_SOCKET_TIMEOUT_S,
             )
-            reader, dead = ReceiptReader(client, Keys("demo")), DeadLetters(client, Keys("demo"))
+            keys = Keys("demo")
+            reader, dead = ReceiptReader(client, keys), DeadLetters(client, keys)
             outcomes: dict[str, str] = {}
-            deadline = time.monotonic() + OUTCOME_DEADLINE_S
+            settled: set[str] = set()
+            started = time.monotonic()
+            deadline = started + deadline_s
             try:
-                while len(outcomes) < len(accepted) and time.monotonic() < deadline:
-                    if worker.poll() is not None:
-                        break
-                    for intent_id in accepted:
-                        if intent_id not in outcomes:
-                            found = _outcome(reader, dead, intent_id)
-                            if found:
-                                outcomes[intent_id] = found
-                    time.sleep(0.1)
+                with Progress(
+                    "outcomes", len(accepted), stream=sys.stdout, plain_every_s=PLAIN_EVERY_S
+                ) as progress:
+                    while len(settled) < len(accepted) and time.monotonic() < deadline:
+                        if worker.poll() is not None:
+                            break
+                        pending = [i for i in accepted if i not in settled]
+                        settled |= _settled(client, keys, dead, pending)
+                        elapsed = max(time.monotonic() - started, 1e-6)
+                        progress.update(len(settled), f"{len(settled) / elapsed:.0f}/s")
+                        time.sleep(POLL_S)
+                for intent_id in accepted[:OUTCOME_LINES]:
+                    found = _outcome(reader, dead, intent_id)
+                    if found:
+                        outcomes[intent_id] = found
+                for intent_id in accepted[OUTCOME_LINES:]:
+                    if intent_id in settled:
+                        outcomes[intent_id] = (
+                            "dead letter" if dead.get(intent_id) is not None else "sent"
+                        )
+                waited = time.monotonic() - started
             finally:
                 worker.send_signal(signal.SIGTERM)
                 try:
@@ -141,20 +212,36 @@ def run_demo(count: int = 12) -> int:
                 client.close()
             stats = sandbox.admin.stats()
 
-            print("\noutcomes:")
-            for intent_id in accepted:
-                print(
-                    f"  {intent_id:<22} {outcomes.get(intent_id, 'no outcome before the deadline')}"
-                )
+            _print_outcomes(accepted, outcomes)
             sends = stats["messages_by_status"]
             print(
                 f"\nCatapush sandbox saw {stats['messages_total']} send(s) {sends}, "
                 f"{stats['oauth_requests']} OAuth request(s), {stats['duplicates']} duplicate(s)."
             )
-            if len(outcomes) < len(accepted):
+            missing = len(accepted) - len(settled)
+            if missing:
+                _explain(missing, len(accepted), waited, rate, worker.returncode, deadline_s)
                 worker_log.seek(0)
                 print("\nworker log (tail):", file=sys.stderr)
                 print(worker_log.read().decode(errors="replace")[-3000:], file=sys.stderr)
                 return 1
-    print("\nEvery accepted intent reached an outcome: sent exactly once, or a dead letter.")
+    print(
+        f"\nEvery accepted intent reached an outcome in {waited:.1f} s: sent exactly once, "
+        "or a dead letter."
+    )
     return 0
+
+
+def _explain(
+    missing: int, total: int, waited: float, rate: float, code: int | None, deadline_s: float
+) -> None:
+    done = total - missing
+    print(f"\n{missing} of {total} intent(s) had no outcome after {waited:.0f} s.")
+    if code is not None and code != 0:
+        print(f"The worker exited with status {code} (its log follows).")
+        return
+    print(
+        f"At the rate limit of {rate:g}/s the {total} sends need at least {total / rate:.0f} s; "
+        f"{done} reached an outcome, {done / max(waited, 1e-6):.0f}/s. The deadline was "
+        f"{deadline_s:.0f} s: a slower machine may need a higher --rate or a smaller --count."
+    )
