@@ -10,6 +10,12 @@ A message is acknowledged only after its outcome is recorded (receipt, dead lett
 rescheduled copy), so a crash at any point leaves it to be redelivered, and the receipt
 keeps the redelivered copy from being sent twice.
 
+Each lane (`dispatcher.lanes`) is a queue of its own: transactional is fetched first, and
+bulk may hold at most all but a reserve of the in-flight slots, so a transactional intent
+always finds one; bulk keeps a few of its own while it has messages, so the rate limiter
+always has bulk waiters to give bulk's share to. Retries go to their own lane's delay queue
+and come back to that lane.
+
 Redis going away (a restart, a failover) strands nothing: the consumer stops fetching, each
 message it holds keeps its place (an attempt that had not reached Catapush runs again once
 Redis answers; an outcome already decided is written through the `Recorder`, which never gives
@@ -24,7 +30,7 @@ import contextlib
 import heapq
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +43,8 @@ from dispatcher.durable import Recorder
 from dispatcher.errors import TokenUnavailable
 from dispatcher.health import CREDENTIALS, REDIS, Health
 from dispatcher.intents import MAX_INTENT_BYTES
+from dispatcher.keys import delay_queue_name
+from dispatcher.lanes import BULK, TRANSACTIONAL, Lane, bulk_cap, bulk_floor
 from dispatcher.logs import get_logger
 from dispatcher.messages import Queued, Unreadable, now_ms, read_message
 from dispatcher.observer import NO_OBSERVER, WorkerObserver, enqueue_to_accepted_s
@@ -103,8 +111,19 @@ class Consumer:
         grace_s: float,
         check_credentials: Callable[[], Awaitable[object]] | None = None,
         observer: WorkerObserver = NO_OBSERVER,
+        lanes: Sequence[tuple[Lane, str]] = (),
     ) -> None:
         self._queue = queue
+        # (lane, queue name), transactional first; by default the queue's first one.
+        self._lanes = tuple(lanes) or ((TRANSACTIONAL, queue.queue_name),)
+        self._lane_of = {name: lane for lane, name in self._lanes}
+        # Without the transactional lane there is nothing to keep a reserve for.
+        serves_transactional = any(lane == TRANSACTIONAL for lane, _ in self._lanes)
+        self._bulk_cap = bulk_cap(concurrency) if serves_transactional else concurrency
+        self._bulk_floor = min(self._bulk_cap, bulk_floor(concurrency))
+        self._bulk_in_flight = 0
+        # Whether bulk's last fetch found messages: only then are slots kept for it.
+        self._bulk_has_more = False
         self._deliverer = deliverer
         self.health = health
         self._recorder = recorder
@@ -116,13 +135,14 @@ class Consumer:
         self._grace_s = grace_s
         self._check_credentials = check_credentials
         self._observer = observer
-        # task -> (redis id, body size, intent id when it has one)
-        self._in_flight: dict[asyncio.Task[None], tuple[str, int, str | None]] = {}
+        # task -> (redis id, body size, intent id when it has one, queue name)
+        self._in_flight: dict[asyncio.Task[None], tuple[str, int, str | None, str]] = {}
         self._bytes_in_flight = 0
         self._slot_freed = asyncio.Event()
-        self._acks: list[str] = []
+        self._acks: dict[str, list[str]] = {}
         self._acks_waiting = asyncio.Event()
-        self._delayed: list[tuple[int, str, bytes]] = []
+        # (eta, redis id, body, the queue it returns to)
+        self._delayed: list[tuple[int, str, bytes, str]] = []
         self._delayed_bytes = 0
         # Set once in-flight work is over: the heartbeat and the watchers serve the drain too.
         self._closing = asyncio.Event()
@@ -160,63 +180,103 @@ class Consumer:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         idle_s = IDLE_POLL_MIN_S
-        name = self._queue.queue_name
         while not stop.is_set():
             if not self.health.ready:
                 # Fetching more while Redis or Catapush is away only strands more.
                 await _first(self.health.wait_ready(), stop.wait())
                 continue
-            room = self._concurrency - len(self._in_flight)
-            room_bytes = self._max_in_flight_bytes - self._bytes_in_flight
-            # A fetch takes at least one message, whatever its size; so while anything is
-            # held, fetch only with room for the largest one, and the budget holds. And
-            # while busy, wait for a quarter of the slots to free up: a fetch per freed slot
-            # costs a round trip per message.
-            busy = bool(self._in_flight)
-            if (
-                room <= 0
-                or (busy and room < self._fetch_min_room)
-                or (busy and room_bytes < self._largest_message_bytes)
-            ):
-                self._slot_freed.clear()
-                await _first(self._slot_freed.wait(), stop.wait())
-                continue
+            self._slot_freed.clear()
             try:
-                batch = await self._queue.fetch(name, min(room, FETCH_BATCH), max_bytes=room_bytes)
+                taken = await self._fetch_lanes()
             except RedisError as exc:
                 self._recorder.redis_failed(exc)
                 continue
-            if not batch:
+            if taken:
+                idle_s = IDLE_POLL_MIN_S
+                continue
+            if not self._in_flight:
                 await _sleep_unless(stop, idle_s)
                 idle_s = min(idle_s * 2, IDLE_POLL_MAX_S)
                 continue
-            idle_s = IDLE_POLL_MIN_S
+            # Busy: look again once a send finishes, or after the idle poll for a lane
+            # that had nothing.
+            await _first(self._slot_freed.wait(), stop.wait(), asyncio.sleep(idle_s))
+            idle_s = min(idle_s * 2, IDLE_POLL_MAX_S)
+
+    def _lane_room(self, lane: Lane, room: int) -> int:
+        """Slots `lane` may fill now out of `room` free ones."""
+        if lane == BULK:
+            return min(room, self._bulk_cap - self._bulk_in_flight)
+        # Transactional leaves bulk its floor while bulk has messages waiting.
+        kept = max(0, self._bulk_floor - self._bulk_in_flight) if self._bulk_has_more else 0
+        if len(self._lanes) == 1:
+            kept = 0
+        return room - kept
+
+    def _fetch_order(self) -> list[tuple[Lane, str]]:
+        # Bulk below its floor goes first, so that it always has waiters at the limiter.
+        if self._bulk_in_flight < self._bulk_floor:
+            return sorted(self._lanes, key=lambda item: item[0] != BULK)
+        return list(self._lanes)
+
+    async def _fetch_lanes(self) -> int:
+        """Fetch from each lane what its room allows; how many messages came."""
+        taken = 0
+        for lane, name in self._fetch_order():
+            room = self._concurrency - len(self._in_flight)
+            room_bytes = self._max_in_flight_bytes - self._bytes_in_flight
+            lane_room = self._lane_room(lane, room)
+            # A fetch takes at least one message, whatever its size; so while anything is
+            # held, fetch only with room for the largest one, and the budget holds. And
+            # while busy, wait for a quarter of the slots to free up: a fetch per freed slot
+            # costs a round trip per message (bulk below its floor tops up at once).
+            busy = bool(self._in_flight)
+            min_room = self._fetch_min_room
+            if lane == BULK:
+                min_room = (
+                    1 if self._bulk_in_flight < self._bulk_floor else min(min_room, self._bulk_cap)
+                )
+            if (
+                lane_room <= 0
+                or (busy and lane_room < min_room)
+                or (busy and room_bytes < self._largest_message_bytes)
+            ):
+                continue
+            batch = await self._queue.fetch(name, min(lane_room, FETCH_BATCH), max_bytes=room_bytes)
+            if lane == BULK:
+                self._bulk_has_more = bool(batch)
             for redis_id, body in batch:
                 message = read_message(name, redis_id, body)
-                task = asyncio.create_task(self._handle(message))
-                self._in_flight[task] = (redis_id, len(body), _message_intent_id(message))
+                task = asyncio.create_task(self._handle(message, name))
+                self._in_flight[task] = (redis_id, len(body), _message_intent_id(message), name)
                 self._bytes_in_flight += len(body)
+                if lane == BULK:
+                    self._bulk_in_flight += 1
                 task.add_done_callback(self._finished)
+            taken += len(batch)
+        return taken
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         held = self._in_flight.pop(task, None)
         if held is not None:
             self._bytes_in_flight -= held[1]
+            if self._lane_of.get(held[3]) == BULK:
+                self._bulk_in_flight -= 1
         self._slot_freed.set()
 
-    async def _handle(self, message: Queued | Unreadable) -> None:
+    async def _handle(self, message: Queued | Unreadable, queue_name: str) -> None:
         if isinstance(message, Unreadable):
             self.stats.count(await self._deliverer.bury_unreadable(message.raw, message.problem), 0)
-            self._ack(message.redis_id)
+            self._ack(queue_name, message.redis_id)
             return
         intent_id = _intent_id(message.intent)
         try:
-            result = await self._attempt(message, intent_id)
+            result = await self._attempt(message, intent_id, self._lane_of[queue_name])
         except Exception as exc:
             # A bug must not lose the intent: count a failed attempt and try again later;
             # once the attempts are spent, dead-letter it.
-            await self._recover(message, intent_id, exc)
-            self._ack(message.redis_id)
+            await self._recover(message, intent_id, exc, queue_name)
+            self._ack(queue_name, message.redis_id)
             return
         self.stats.count(result, message.attempt)
         if isinstance(result, Sent):
@@ -226,21 +286,25 @@ class Consumer:
         if isinstance(result, Reschedule):
             again = result
             await self._recorder.write(
+                # Retries stay in their lane.
                 lambda: self._queue.enqueue(
-                    again.intent, attempt=again.attempt, delay_ms=again.delay_ms
+                    again.intent,
+                    attempt=again.attempt,
+                    delay_ms=again.delay_ms,
+                    queue_name=queue_name,
                 ),
                 what="retry",
                 intent_id=intent_id,
             )
-        self._ack(message.redis_id)
+        self._ack(queue_name, message.redis_id)
 
-    async def _attempt(self, message: Queued, intent_id: str | None) -> AttemptResult:
+    async def _attempt(self, message: Queued, intent_id: str | None, lane: Lane) -> AttemptResult:
         """The delivery attempt, run again while what it needs is away; nothing is spent."""
         owner = f"{self._queue.worker_id}:{message.redis_id}"
         while True:
             try:
                 return await self._deliverer.attempt(
-                    message.intent, message.attempt, claim_owner=owner
+                    message.intent, message.attempt, claim_owner=owner, lane=lane
                 )
             except RedisError as exc:
                 # Raised before the send (see `delivery`): nothing went out.
@@ -254,7 +318,9 @@ class Consumer:
                 log.info("delivery.held", intent_id=intent_id, cause=CREDENTIALS)
                 await self.health.wait_clear(CREDENTIALS)
 
-    async def _recover(self, message: Queued, intent_id: str | None, exc: Exception) -> None:
+    async def _recover(
+        self, message: Queued, intent_id: str | None, exc: Exception, queue_name: str
+    ) -> None:
         error = repr(exc)
         log.error(
             "delivery.crashed",
@@ -274,7 +340,7 @@ class Consumer:
         delay = self._retry.delay_ms(message.attempt)
         await self._recorder.write(
             lambda: self._queue.enqueue(
-                message.intent, attempt=message.attempt + 1, delay_ms=delay
+                message.intent, attempt=message.attempt + 1, delay_ms=delay, queue_name=queue_name
             ),
             what="retry",
             intent_id=intent_id,
@@ -282,8 +348,8 @@ class Consumer:
 
     # -- acknowledgements --------------------------------------------------------------------
 
-    def _ack(self, redis_id: str) -> None:
-        self._acks.append(redis_id)
+    def _ack(self, queue_name: str, redis_id: str) -> None:
+        self._acks.setdefault(queue_name, []).append(redis_id)
         self._acks_waiting.set()
 
     async def _flush_acks(self, stop: asyncio.Event) -> None:
@@ -291,22 +357,29 @@ class Consumer:
         while True:
             await self._acks_waiting.wait()
             self._acks_waiting.clear()
-            if self._acks:
-                ids, self._acks = self._acks, []
+            failed = False
+            for queue_name in [name for name, ids in self._acks.items() if ids]:
+                ids, self._acks[queue_name] = self._acks[queue_name], []
                 try:
-                    await self._queue.ack(self._queue.queue_name, ids)
+                    await self._queue.ack(queue_name, ids)
                 except RedisError as exc:
                     self._recorder.redis_failed(exc)
-                    self._acks = ids + self._acks
-                    if self._closing.is_set() and self.health.has(REDIS):
-                        # Stopping with Redis away: these stay taken, for the sweep.
-                        log.error("queue.ack_abandoned", count=len(self._acks))
-                        return
-                    await asyncio.sleep(REDIS_ERROR_PAUSE_S)
-                    self._acks_waiting.set()
-                    continue
-            if stop.is_set() and not self._in_flight and not self._acks:
+                    self._acks[queue_name] = ids + self._acks[queue_name]
+                    failed = True
+                    break
+            if failed:
+                if self._closing.is_set() and self.health.has(REDIS):
+                    # Stopping with Redis away: these stay taken, for the sweep.
+                    log.error("queue.ack_abandoned", count=self._acks_held())
+                    return
+                await asyncio.sleep(REDIS_ERROR_PAUSE_S)
+                self._acks_waiting.set()
+                continue
+            if stop.is_set() and not self._in_flight and not self._acks_held():
                 return
+
+    def _acks_held(self) -> int:
+        return sum(len(ids) for ids in self._acks.values())
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -317,21 +390,26 @@ class Consumer:
         log.info("worker.draining", in_flight=len(self._in_flight))
         _, late = await asyncio.wait(list(self._in_flight), timeout=self._grace_s)
         if late:
-            stranded = [self._in_flight[task][0] for task in late]
-            intent_ids = [self._in_flight[task][2] for task in late]
+            stranded: dict[str, list[str]] = {}
+            intent_ids: dict[str, list[str | None]] = {}
+            for task in late:
+                redis_id, _, intent_id, queue_name = self._in_flight[task]
+                stranded.setdefault(queue_name, []).append(redis_id)
+                intent_ids.setdefault(queue_name, []).append(intent_id)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-            try:
-                await self._queue.requeue(self._queue.queue_name, stranded)
-            except RedisError as exc:
-                # Still in this worker's ack set: the sweep hands them back.
-                log.error(
-                    "queue.requeue_failed",
-                    count=len(stranded),
-                    intent_ids=intent_ids,
-                    error=repr(exc),
-                )
+            for queue_name, ids in stranded.items():
+                try:
+                    await self._queue.requeue(queue_name, ids)
+                except RedisError as exc:
+                    # Still in this worker's ack set: the sweep hands them back.
+                    log.error(
+                        "queue.requeue_failed",
+                        count=len(ids),
+                        intent_ids=intent_ids[queue_name],
+                        error=repr(exc),
+                    )
         log.info(
             "worker.drained",
             seconds=round(time.monotonic() - started, 2),
@@ -347,37 +425,39 @@ class Consumer:
             log.warning("worker.retire_failed", error=repr(exc))
 
     async def _give_back_delayed(self) -> None:
-        ids = [redis_id for _, redis_id, _ in self._delayed]
+        held: dict[str, list[str]] = {}
+        for _, redis_id, _, queue_name in self._delayed:
+            held.setdefault(delay_queue_name(queue_name), []).append(redis_id)
         self._delayed.clear()
         self._delayed_bytes = 0
-        if not ids:
-            return
-        try:
-            await self._queue.requeue(self._queue.delay_queue_name, ids)
-        except RedisError as exc:
-            log.error("queue.requeue_failed", count=len(ids), redis_ids=ids, error=repr(exc))
+        for delayed_name, ids in held.items():
+            try:
+                await self._queue.requeue(delayed_name, ids)
+            except RedisError as exc:
+                log.error("queue.requeue_failed", count=len(ids), redis_ids=ids, error=repr(exc))
 
     # -- the delay queue, the heartbeat and the watchers -------------------------------------
 
     async def _promote_delayed(self, stop: asyncio.Event) -> None:
-        name = self._queue.delay_queue_name
         while not stop.is_set():
             if self.health.has(REDIS):
                 await _first(self.health.wait_clear(REDIS), stop.wait())
                 continue
             try:
-                room_bytes = DELAY_HELD_MAX_BYTES - self._delayed_bytes
-                if len(self._delayed) < DELAY_HELD_MAX and room_bytes > 0:
+                for _, queue_name in self._lanes:
+                    room_bytes = DELAY_HELD_MAX_BYTES - self._delayed_bytes
+                    if len(self._delayed) >= DELAY_HELD_MAX or room_bytes <= 0:
+                        break
                     for redis_id, body in await self._queue.fetch(
-                        name, FETCH_BATCH, max_bytes=room_bytes
+                        delay_queue_name(queue_name), FETCH_BATCH, max_bytes=room_bytes
                     ):
-                        heapq.heappush(self._delayed, (_eta(body), redis_id, body))
+                        heapq.heappush(self._delayed, (_eta(body), redis_id, body, queue_name))
                         self._delayed_bytes += len(body)
                 now = now_ms()
                 while self._delayed and self._delayed[0][0] <= now:
-                    _, redis_id, body = self._delayed[0]
+                    _, redis_id, body, queue_name = self._delayed[0]
                     # Popped only once moved: a failed move stays held, and is given back.
-                    await self._queue.promote(redis_id, body)
+                    await self._queue.promote(redis_id, body, queue_name)
                     heapq.heappop(self._delayed)
                     self._delayed_bytes -= len(body)
             except RedisError as exc:
@@ -399,19 +479,21 @@ class Consumer:
     async def _audit_orphans(self) -> None:
         """Give back ids the ack set lists but this worker no longer holds (after a failover
         lost their acks); see `dispatcher.orphans`."""
-        audit = OrphanAudit()
-        name = self._queue.queue_name
+        audits = {name: OrphanAudit() for _, name in self._lanes}
         while not self._closing.is_set():
             await _sleep_unless(self._closing, AUDIT_INTERVAL_S)
             if self._closing.is_set():
                 return
             try:
-                taken = await self._queue.taken(name)
-                held = [redis_id for redis_id, _, _ in self._in_flight.values()]
-                orphans = audit.observe(taken, [*held, *self._acks])
-                if orphans:
-                    moved = await self._queue.requeue(name, orphans)
-                    log.warning("queue.orphans_requeued", count=moved, redis_ids=orphans)
+                for name, audit in audits.items():
+                    taken = await self._queue.taken(name)
+                    held = [entry[0] for entry in self._in_flight.values() if entry[3] == name]
+                    orphans = audit.observe(taken, [*held, *self._acks.get(name, [])])
+                    if orphans:
+                        moved = await self._queue.requeue(name, orphans)
+                        log.warning(
+                            "queue.orphans_requeued", count=moved, queue=name, redis_ids=orphans
+                        )
             except RedisError as exc:
                 self._recorder.redis_failed(exc)
 

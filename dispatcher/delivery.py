@@ -33,6 +33,7 @@ from dispatcher.errors import (
     TokenUnavailable,
 )
 from dispatcher.intents import ID_PATTERN, Attachment, Intent, parse_intent
+from dispatcher.lanes import TRANSACTIONAL, Lane
 from dispatcher.logs import get_logger
 from dispatcher.outcome import DeadLetter, Sent, decide, is_transient
 from dispatcher.receipts import Claim, ClaimState, Receipt, Receipts
@@ -51,7 +52,7 @@ class Sender(Protocol):
 
 
 class Limiter(Protocol):
-    async def acquire(self) -> None: ...
+    async def acquire(self, lane: Lane = TRANSACTIONAL) -> None: ...
 
     async def pause_all(self, seconds: float) -> None: ...
 
@@ -157,9 +158,15 @@ class Deliverer:
         self._route = route
 
     async def attempt(
-        self, raw: Any, attempt: int, *, claim_owner: str | None = None
+        self,
+        raw: Any,
+        attempt: int,
+        *,
+        claim_owner: str | None = None,
+        lane: Lane = TRANSACTIONAL,
     ) -> AttemptResult:
-        """Run attempt number `attempt` (1-based) for the intent `raw` (decoded JSON).
+        """Run attempt number `attempt` (1-based) for the intent `raw` (decoded JSON), taken
+        from the queue of `lane` (its rate slot is granted in that lane's turn).
 
         `claim_owner` names the holder of this message, the same each time the attempt runs
         again, so a claim taken by a call whose answer Redis lost is recognised as ours.
@@ -204,7 +211,7 @@ class Deliverer:
         # The slot comes before the claim, so a claim only ever covers the send itself and
         # can expire soon after a crash; a slot spent on a copy that needs no send is cheap.
         try:
-            await limiter.acquire()
+            await limiter.acquire(lane)
         except SlotUnavailable as exc:
             log.info("delivery.deferred", intent_id=job.intent_id, reason=str(exc))
             # Waiting for the rate limit is not a failed attempt.

@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from dispatcher.errors import IntentRefused
+from dispatcher.lanes import Lane, lane_of_priority
 
 __all__ = [
     "MAX_INTENT_BYTES",
@@ -265,6 +266,9 @@ class Intent(_CamelModel):
     fallback: Fallback | None = None
     expire_time: ExpireTime | None = None
     is_marketing: StrictBool | None = None
+    # The lane (see `dispatcher.lanes`); unset: bulk for a marketing message, else
+    # transactional.
+    priority: Lane | None = None
     # Template content.
     template: Annotated[str, Field(pattern=TEMPLATE_NAME_PATTERN)] | None = None
     data: dict[str, Any] | None = None
@@ -301,6 +305,10 @@ class Intent(_CamelModel):
             if self.notification_text is not None:
                 raise ValueError("notificationText: comes from the template when one is named")
         return self
+
+    @property
+    def lane(self) -> Lane:
+        return lane_of_priority(self.priority, self.is_marketing)
 
     def with_defaults(self, *, now_ms: int) -> Intent:
         """The intent as it travels: with an id and a creation time, generated when absent."""

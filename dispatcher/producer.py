@@ -2,7 +2,8 @@
 
 Messages are written exactly as dramatiq's Redis broker writes them (body in
 `<ns>:<queue>.msgs`, id pushed onto `<ns>:<queue>`), so dramatiq producers and this one are
-interchangeable. Many intents go in one round trip.
+interchangeable. Many intents go in one round trip. Each intent goes on the queue of its
+lane (`dispatcher.lanes`): transactional on the configured queue, bulk on `<queue>.bulk`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import redis
 
 from dispatcher.intents import Intent, check_size, parse_intent
+from dispatcher.lanes import lane_of, lane_queue
 from dispatcher.logs import get_logger
 from dispatcher.messages import outgoing
 from dispatcher.redisconn import RedisTarget, sync_redis_for, translate_target
@@ -119,7 +121,8 @@ class Producer:
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 for intent, attempt, delay_ms in items:
-                    message = outgoing(self._queue_name, intent, attempt=attempt, delay_ms=delay_ms)
+                    queue_name = lane_queue(self._queue_name, lane_of(intent))
+                    message = outgoing(queue_name, intent, attempt=attempt, delay_ms=delay_ms)
                     key = f"{self._namespace}:{message.queue_name}"
                     pipe.hset(f"{key}.msgs", message.message_id, message.body)
                     pipe.rpush(key, message.message_id)

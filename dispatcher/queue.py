@@ -175,7 +175,8 @@ return moved
 
 
 class RedisQueue:
-    """The protocol operations of one worker on one queue and its delay queue."""
+    """The protocol operations of one worker on its queues (one per lane it serves) and
+    their delay queues. `queue_name` is the first of them, the one taken by default."""
 
     def __init__(
         self,
@@ -186,6 +187,7 @@ class RedisQueue:
         *,
         heartbeat_timeout_ms: int,
         forget_unregistered_ms: int = FORGET_UNREGISTERED_MS,
+        queue_names: Sequence[str] = (),
     ) -> None:
         self.redis = redis
         self.keys = Keys(namespace)
@@ -195,7 +197,12 @@ class RedisQueue:
         self.worker_id = worker_id
         self._heartbeat_timeout_ms = heartbeat_timeout_ms
         self._forget_unregistered_ms = forget_unregistered_ms
-        self._served = (self.queue_name, self.delay_queue_name)
+        self.queue_names = tuple(queue_names) or (queue_name,)
+        # The registry entry lists every queue and delay queue served, so a sweep finds the
+        # ack sets of each lane.
+        self._served = tuple(
+            name for queue in self.queue_names for name in (queue, delay_queue_name(queue))
+        )
         self._registry_entry = orjson.dumps(list(self._served))
         self._fetch = redis.register_script(_FETCH)
         self._ack = redis.register_script(_ACK)
@@ -259,27 +266,36 @@ class RedisQueue:
         members = await self.redis.smembers(self.keys.acks(self.worker_id, queue_name))
         return {member.decode() if isinstance(member, bytes) else member for member in members}
 
-    async def enqueue(self, intent: Any, *, attempt: int, delay_ms: int) -> None:
-        """Put an intent back for a later attempt: on the delay queue, as dramatiq does."""
-        message = outgoing(self.queue_name, intent, attempt=attempt, delay_ms=delay_ms)
+    async def enqueue(
+        self, intent: Any, *, attempt: int, delay_ms: int, queue_name: str | None = None
+    ) -> None:
+        """Put an intent back for a later attempt: on the delay queue (of `queue_name`, by
+        default the first queue), as dramatiq does."""
+        message = outgoing(
+            queue_name or self.queue_name, intent, attempt=attempt, delay_ms=delay_ms
+        )
         queue = message.queue_name
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.queue_messages(queue), message.message_id, message.body)
             pipe.rpush(self.keys.queue(queue), message.message_id)
             await pipe.execute()
 
-    async def promote(self, delayed_id: str, body: bytes) -> bool:
-        """Move a due message from the delay queue onto the queue; False if not ours."""
+    async def promote(self, delayed_id: str, body: bytes, queue_name: str | None = None) -> bool:
+        """Move a due message from the delay queue of `queue_name` (by default the first
+        queue) onto that queue; False if not ours."""
+        queue = queue_name or self.queue_name
+        delayed = delay_queue_name(queue)
+        self._check_served(delayed)
         new_id = str(uuid.uuid4())
         return bool(
             await self._promote(
                 keys=[
-                    self.keys.acks(self.worker_id, self.delay_queue_name),
-                    self.keys.queue_messages(self.delay_queue_name),
-                    self.keys.queue(self.queue_name),
-                    self.keys.queue_messages(self.queue_name),
+                    self.keys.acks(self.worker_id, delayed),
+                    self.keys.queue_messages(delayed),
+                    self.keys.queue(queue),
+                    self.keys.queue_messages(queue),
                 ],
-                args=[delayed_id, new_id, promoted_body(body, self.queue_name, new_id)],
+                args=[delayed_id, new_id, promoted_body(body, queue, new_id)],
             )
         )
 
@@ -331,7 +347,7 @@ class RedisQueue:
         )
 
     def _check_served(self, queue_name: str) -> None:
-        # The registry lists only these two, and a sweep finds only the ack sets it lists.
+        # The registry lists only these, and a sweep finds only the ack sets it lists.
         if queue_name not in self._served:
             raise ValueError(f"this worker serves {self._served}, not {queue_name!r}")
 

@@ -12,6 +12,11 @@ first, so every worker holds off, not only the one that was told to.
 Waiting for a slot is not a failed attempt: callers wait here, and only a wait longer than
 `max_wait_s` is reported (`SlotUnavailable`) so the caller can reschedule the intent
 without spending one of its attempts.
+
+Waiters queue per lane (see `dispatcher.lanes`): the pump hands slots to transactional
+waiters first, and to bulk ones whenever transactional has none waiting or bulk is below its
+share of the slots granted while both waited. Since every process does so with slots of the
+one fleet-wide limit, the share holds for the fleet too.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from redis.exceptions import RedisError
 
 from dispatcher.errors import SlotUnavailable
 from dispatcher.keys import Keys
+from dispatcher.lanes import BULK, DEFAULT_BULK_SHARE, TRANSACTIONAL, GrantShare, Lane
 from dispatcher.logs import get_logger
 from dispatcher.observer import NO_OBSERVER, WorkerObserver
 
@@ -112,6 +118,7 @@ class SharedRateLimiter:
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         observer: WorkerObserver = NO_OBSERVER,
         account: str | None = None,
+        bulk_share: float = DEFAULT_BULK_SHARE,
     ) -> None:
         self._redis = redis
         self._observer = observer
@@ -124,14 +131,20 @@ class SharedRateLimiter:
         self._max_wait_s = max_wait_s
         self._acquire = redis.register_script(_ACQUIRE)
         self._pause = redis.register_script(_PAUSE)
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: dict[Lane, deque[_Waiter]] = {TRANSACTIONAL: deque(), BULK: deque()}
+        self._share = GrantShare(bulk_share)
         self._pump: asyncio.Task[None] | None = None
 
-    async def acquire(self) -> None:
+    @property
+    def granted_by_lane(self) -> tuple[int, int]:
+        """Slots granted while both lanes waited: (all of them, bulk's)."""
+        return self._share.granted, self._share.bulk_granted
+
+    async def acquire(self, lane: Lane = TRANSACTIONAL) -> None:
         """Return when this send may go; raise `SlotUnavailable` past the longest wait."""
         started = time.monotonic()
         waiter = _Waiter(asyncio.get_running_loop().create_future(), started + self._max_wait_s)
-        self._waiters.append(waiter)
+        self._waiters[lane].append(waiter)
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._grant_slots())
         await waiter.future
@@ -150,40 +163,55 @@ class SharedRateLimiter:
     async def _grant_slots(self) -> None:
         # One pump per process: it claims slots for every waiter in one script call, then
         # sleeps until the next slot can be had.
-        while self._waiters:
-            wanted = len(self._waiters)
+        while self._waiting():
+            wanted = self._waiting()
             try:
                 granted, wait_ms = await self._acquire(
                     keys=[self._rate_key, self._pause_key],
                     args=[self._interval_ms, self._tolerance_ms, wanted],
                 )
             except RedisError as exc:
-                for waiter in self._waiters:
-                    if not waiter.future.done():
-                        waiter.future.set_exception(exc)
-                self._waiters.clear()
+                for waiters in self._waiters.values():
+                    for waiter in waiters:
+                        if not waiter.future.done():
+                            waiter.future.set_exception(exc)
+                    waiters.clear()
                 return
             for _ in range(int(granted)):
-                waiter = self._waiters.popleft()
-                if not waiter.future.done():
-                    waiter.future.set_result(None)
-            if not self._waiters:
+                self._grant_one()
+            if not self._waiting():
                 return
-            for waiter in self._waiters:
-                waiter.delayed = True
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.delayed = True
             wait_s = max(int(wait_ms), 1) / 1000
             self._expire_waiters(wait_s)
             # A little jitter so processes that woke together do not collide every time.
             await asyncio.sleep(wait_s + random.uniform(0, self._interval_ms / 4000))
 
+    def _waiting(self) -> int:
+        return sum(len(waiters) for waiters in self._waiters.values())
+
+    def _grant_one(self) -> None:
+        transactional, bulk = self._waiters[TRANSACTIONAL], self._waiters[BULK]
+        # A waiter cancelled meanwhile takes no slot, nor a turn in the share.
+        while transactional and transactional[0].future.done():
+            transactional.popleft()
+        while bulk and bulk[0].future.done():
+            bulk.popleft()
+        lane = self._share.choose(bool(transactional), bool(bulk))
+        if lane is not None:
+            self._waiters[lane].popleft().future.set_result(None)
+
     def _expire_waiters(self, wait_s: float) -> None:
         now = time.monotonic()
-        kept: deque[_Waiter] = deque()
-        for waiter in self._waiters:
-            if waiter.future.done():  # cancelled while waiting
-                continue
-            if now + wait_s > waiter.deadline:
-                waiter.future.set_exception(SlotUnavailable(wait_s))
-            else:
-                kept.append(waiter)
-        self._waiters = kept
+        for lane, waiters in self._waiters.items():
+            kept: deque[_Waiter] = deque()
+            for waiter in waiters:
+                if waiter.future.done():  # cancelled while waiting
+                    continue
+                if now + wait_s > waiter.deadline:
+                    waiter.future.set_exception(SlotUnavailable(wait_s))
+                else:
+                    kept.append(waiter)
+            self._waiters[lane] = kept

@@ -145,6 +145,7 @@ class WorkerResources:
                 burst=settings.rate_burst,
                 max_wait_s=DEFAULT_MAX_WAIT_S,
                 observer=self.metrics,
+                bulk_share=settings.bulk_share,
             ),
             recorder=self.recorder,
             retry=self.retry,

@@ -12,6 +12,7 @@ from pydantic import Field, FilePath, HttpUrl, SecretStr, ValidationError, model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dispatcher.errors import ConfigurationError
+from dispatcher.lanes import DEFAULT_BULK_SHARE
 
 ENV_PREFIX = "DISPATCHER_"
 
@@ -75,6 +76,8 @@ class Settings(BaseSettings):
     catapush_mobile_app_id: int | None = None
     rate_limit: Annotated[float, Field(gt=0, allow_inf_nan=False)] = DEFAULT_RATE_LIMIT
     rate_burst: Annotated[int, Field(ge=1)] = DEFAULT_RATE_BURST
+    # The part of the rate limit bulk keeps while transactional intents wait too.
+    bulk_share: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = DEFAULT_BULK_SHARE
     max_attempts: Annotated[int, Field(ge=1)] = DEFAULT_MAX_ATTEMPTS
     backoff_min_ms: Annotated[int, Field(ge=1)] = DEFAULT_BACKOFF_MIN_MS
     backoff_max_ms: Annotated[int, Field(ge=1)] = DEFAULT_BACKOFF_MAX_MS

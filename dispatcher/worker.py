@@ -28,6 +28,7 @@ from types import FrameType
 
 from dispatcher.consumer import Consumer
 from dispatcher.errors import ConfigurationError
+from dispatcher.lanes import LANES, Lane, lane_queue
 from dispatcher.logs import configure_logging, get_logger
 from dispatcher.messages import DELIVER_ACTOR
 from dispatcher.preflight import preflight, preflight_blocking
@@ -54,8 +55,13 @@ class Probe:
     port: int
 
 
-async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None = None) -> None:
-    """Consume the queue until SIGTERM or SIGINT, then drain."""
+async def serve_queue(
+    settings: Settings,
+    concurrency: int,
+    probe: Probe | None = None,
+    lanes: tuple[Lane, ...] = LANES,
+) -> None:
+    """Consume the queues of `lanes` until SIGTERM or SIGINT, then drain."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -65,12 +71,14 @@ async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None 
         return
     resources = WorkerResources(settings, concurrency=concurrency)
     redis, deliverer = resources.open()
+    served = [(lane, lane_queue(settings.queue, lane)) for lane in lanes]
     queue = RedisQueue(
         redis,
         settings.namespace,
-        settings.queue,
+        served[0][1],
         worker_id=str(uuid.uuid4()),
         heartbeat_timeout_ms=HEARTBEAT_TIMEOUT_MS,
+        queue_names=[name for _, name in served],
     )
     tokens = resources.tokens
     consumer = Consumer(
@@ -84,12 +92,14 @@ async def serve_queue(settings: Settings, concurrency: int, probe: Probe | None 
         observer=resources.metrics,
         retry=resources.retry,
         grace_s=settings.shutdown_grace_s,
+        lanes=served,
     )
     log.info(
         "worker.started",
         pid=os.getpid(),
         threads=concurrency,
         queue=settings.queue,
+        queues=[name for _, name in served],
         actor=DELIVER_ACTOR,
     )
     runner = None
@@ -123,17 +133,22 @@ def _stopper(stop: asyncio.Event, signum: int) -> Callable[[], None]:
     return on_signal
 
 
-def run_worker_process(settings: Settings, threads: int, probe: Probe | None = None) -> int:
-    """Serve the queue in this process until SIGTERM or SIGINT; returns the exit status."""
+def run_worker_process(
+    settings: Settings,
+    threads: int,
+    probe: Probe | None = None,
+    lanes: tuple[Lane, ...] = LANES,
+) -> int:
+    """Serve the queues in this process until SIGTERM or SIGINT; returns the exit status."""
     configure_logging(settings.log_format)
-    asyncio.run(serve_queue(settings, threads, probe))
+    asyncio.run(serve_queue(settings, threads, probe, lanes))
     return 0
 
 
-def _child_main(threads: int, probe: Probe | None) -> None:
+def _child_main(threads: int, probe: Probe | None, lanes: tuple[Lane, ...]) -> None:
     try:
         # Settings are read again in the child from the same environment the parent validated.
-        code = run_worker_process(load_settings(), threads, probe)
+        code = run_worker_process(load_settings(), threads, probe, lanes)
     except ConfigurationError as exc:
         # Said as the CLI says it; the exit status tells the supervisor not to restart us.
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -142,7 +157,12 @@ def _child_main(threads: int, probe: Probe | None) -> None:
 
 
 def run_workers(
-    settings: Settings, *, processes: int, threads: int, probe: Probe | None = None
+    settings: Settings,
+    *,
+    processes: int,
+    threads: int,
+    probe: Probe | None = None,
+    lanes: tuple[Lane, ...] = LANES,
 ) -> int:
     """Run `processes` worker processes (in this process when it is one).
 
@@ -152,7 +172,7 @@ def run_workers(
     # Fail before any process starts: a broken template folder is a configuration error.
     load_templates(settings.templates_dir)
     if processes == 1:
-        return run_worker_process(settings, threads, probe)
+        return run_worker_process(settings, threads, probe, lanes)
 
     configure_logging(settings.log_format)
     if not preflight_blocking(settings):
@@ -163,7 +183,7 @@ def run_workers(
 
     def start_child(index: int) -> multiprocessing.process.BaseProcess:
         own = None if probe is None else Probe(probe.host, probe.port + index)
-        child = context.Process(target=_child_main, args=(threads, own), daemon=False)
+        child = context.Process(target=_child_main, args=(threads, own, lanes), daemon=False)
         child.start()
         return child
 

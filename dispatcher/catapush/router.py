@@ -65,6 +65,7 @@ class AccountRouter:
                 max_wait_s=DEFAULT_MAX_WAIT_S,
                 account=account.rate_scope,
                 observer=observer,
+                bulk_share=settings.bulk_share,
                 **(limiter_options or {}),
             )
             self._routes[account.name] = Route(account, tokens, limiter, client)

@@ -82,7 +82,7 @@ class FakeLimiter:
         self.acquired = 0
         self.pauses: list[float] = []
 
-    async def acquire(self) -> None:
+    async def acquire(self, lane: str = "transactional") -> None:
         if self.acquire_error is not None:
             raise self.acquire_error
         self.acquired += 1

@@ -105,7 +105,7 @@ class Queue(FakeQueue):
         self.given_back += [(queue_name, redis_id) for redis_id in ids]
         await super().requeue(queue_name, ids)
 
-    async def promote(self, delayed_id: str, body: bytes) -> bool:
+    async def promote(self, delayed_id: str, body: bytes, queue_name: str | None = None) -> bool:
         self.store.check()
         if self.promote_fails:
             raise RedisConnectionError("Connection reset by peer")

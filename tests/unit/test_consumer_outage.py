@@ -102,11 +102,13 @@ class FakeQueue:
             self.taken.discard(redis_id)
             self.requeued.append(redis_id)
 
-    async def enqueue(self, intent: Any, *, attempt: int, delay_ms: int) -> None:
+    async def enqueue(
+        self, intent: Any, *, attempt: int, delay_ms: int, queue_name: str | None = None
+    ) -> None:
         self.store.check()
         self.enqueued.append((intent, attempt, delay_ms))
 
-    async def promote(self, delayed_id: str, body: bytes) -> bool:
+    async def promote(self, delayed_id: str, body: bytes, queue_name: str | None = None) -> bool:
         self.store.check()
         return True
 
@@ -129,7 +131,9 @@ class FakeDeliverer:
         self.sent: list[tuple[str, int]] = []
         self.behaviour = behaviour
 
-    async def attempt(self, raw: Any, attempt: int, *, claim_owner: str | None = None) -> Any:
+    async def attempt(
+        self, raw: Any, attempt: int, *, claim_owner: str | None = None, lane: str = ""
+    ) -> Any:
         self.store.check()  # the claim and the rate limit need Redis
         intent_id = raw["id"]
         if self.behaviour is not None:
@@ -347,7 +351,9 @@ async def test_stop_while_redis_is_away_leaves_held_messages_taken_for_the_sweep
     store.down = False
     stop = asyncio.Event()
 
-    async def attempt_fails(raw: Any, attempt: int, *, claim_owner: str | None = None) -> Any:
+    async def attempt_fails(
+        raw: Any, attempt: int, *, claim_owner: str | None = None, lane: str = ""
+    ) -> Any:
         store.fail()
         raise RedisConnectionError("Connection reset by peer")
 
