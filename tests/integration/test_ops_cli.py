@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -120,3 +124,45 @@ def test_status_shows_times_in_utc_not_epoch_milliseconds(
     assert eta.tzinfo == UTC or eta.utcoffset() is not None
     assert eta.timestamp() * 1000 >= before_ms + 59_000
     assert not re.search(r"\b\d{13}\b", result.stdout)
+
+
+def test_replay_all_on_a_terminal_shows_a_progress_bar(
+    redis_client: redis.Redis, settings: Settings, settings_env: dict[str, str]
+) -> None:
+    _dead(redis_client, settings, "tty-00001", "tty-00002")
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "dispatcher", "dlq", "replay", "--all"],
+            env={**os.environ, **settings_env, "COLUMNS": "120"},
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(follower)
+        follower = -1
+        shown = _drain(leader)
+    finally:
+        if follower != -1:
+            os.close(follower)
+        os.close(leader)
+
+    assert result.returncode == 0
+    assert sorted(result.stdout.splitlines()) == ["replayed tty-00001", "replayed tty-00002"]
+    assert "replay" in shown
+    assert "2/2" in shown
+
+
+def _drain(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the terminal's other side is closed: all was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
