@@ -119,6 +119,26 @@ def _json_lines(source: str) -> Iterator[tuple[int, str]]:
             _fail(f"{source} is not UTF-8 text: {exc.reason} at byte {exc.start}", EXIT_FAILED)
 
 
+@contextmanager
+def _enqueue_progress(source: str) -> Iterator[Any]:
+    """A progress bar over the lines of a file, on a terminal only (stdin has no end to
+    measure, and a pipe or log gets the ids alone)."""
+    from dispatcher.commands.progress import Progress
+
+    if source == "-" or not sys.stderr.isatty():
+        yield None
+        return
+    try:
+        with Path(source).open("rb") as handle:
+            total = sum(1 for _ in handle)
+    except OSError:
+        yield None  # _json_lines reports it
+        return
+    with Progress("enqueue", total) as progress:
+        yield progress
+        progress.update(total)
+
+
 @app.command(epilog=exits.ENQUEUE)
 def enqueue(
     source: Annotated[
@@ -128,7 +148,8 @@ def enqueue(
     """Validate intents and put them on the queue; prints each accepted id.
 
     A bad line is reported on stderr as `line N: <field>: <reason>`; the other lines are
-    still enqueued, and the exit status is 1 if any line was refused.
+    still enqueued, and the exit status is 1 if any line was refused. A file shows a
+    progress bar on a terminal.
     """
     from dispatcher.intents import Intent, parse_intent
     from dispatcher.producer import Producer
@@ -147,8 +168,10 @@ def enqueue(
             typer.echo(intent_id)
         batch.clear()
 
-    with _redis_failures(settings), closing(producer):
+    with _redis_failures(settings), closing(producer), _enqueue_progress(source) as progress:
         for number, line in _json_lines(source):
+            if progress is not None and number % ENQUEUE_BATCH == 0:
+                progress.update(number, f"{refused} refused" if refused else "")
             if not line.strip():
                 continue
             try:

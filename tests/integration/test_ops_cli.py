@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import redis
 
@@ -130,11 +131,40 @@ def test_replay_all_on_a_terminal_shows_a_progress_bar(
     redis_client: redis.Redis, settings: Settings, settings_env: dict[str, str]
 ) -> None:
     _dead(redis_client, settings, "tty-00001", "tty-00002")
+
+    result, shown = _stderr_on_a_terminal(settings_env, "dlq", "replay", "--all")
+
+    assert result.returncode == 0
+    assert sorted(result.stdout.splitlines()) == ["replayed tty-00001", "replayed tty-00002"]
+    assert "replay" in shown
+    assert "2/2" in shown
+
+
+def test_enqueue_of_a_file_on_a_terminal_shows_a_progress_bar(
+    settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    source = tmp_path / "intents.jsonl"
+    source.write_text(
+        "".join(f'{{"recipients": ["u{n}"], "text": "hi"}}\n' for n in range(1200)) + "broken\n"
+    )
+
+    result, shown = _stderr_on_a_terminal(settings_env, "enqueue", str(source))
+
+    assert result.returncode == 1
+    assert len(result.stdout.splitlines()) == 1200
+    assert "1201/1201" in shown
+    assert "line 1201: not valid JSON" in shown
+
+
+def _stderr_on_a_terminal(
+    env: dict[str, str], *args: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Runs the CLI with stderr on a pseudo-terminal, stdout on a pipe."""
     leader, follower = pty.openpty()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "dispatcher", "dlq", "replay", "--all"],
-            env={**os.environ, **settings_env, "COLUMNS": "120"},
+            [sys.executable, "-m", "dispatcher", *args],
+            env={**os.environ, **env, "COLUMNS": "120"},
             stdout=subprocess.PIPE,
             stderr=follower,
             text=True,
@@ -143,16 +173,11 @@ def test_replay_all_on_a_terminal_shows_a_progress_bar(
         )
         os.close(follower)
         follower = -1
-        shown = _drain(leader)
+        return result, _drain(leader)
     finally:
         if follower != -1:
             os.close(follower)
         os.close(leader)
-
-    assert result.returncode == 0
-    assert sorted(result.stdout.splitlines()) == ["replayed tty-00001", "replayed tty-00002"]
-    assert "replay" in shown
-    assert "2/2" in shown
 
 
 def _drain(fd: int) -> str:
