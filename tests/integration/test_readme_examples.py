@@ -111,6 +111,8 @@ def test_readme_examples_run_verbatim(
     intents = [orjson.loads(e["body"]) for e in examples if e["kind"] == "intent"]
     # The file `dispatcher enqueue intents.jsonl` reads: the README's first intent.
     (workdir / "intents.jsonl").write_bytes(orjson.dumps(intents[0]) + b"\n")
+    # The file `dispatcher.import_users("customers.csv", ...)` reads.
+    (workdir / "customers.csv").write_text("identifier,password\nalice,alice-pass1\nbob,\n")
 
     enqueued: set[str] = set()
     runners: dict[str, Callable[[dict[str, str]], Any]] = {
@@ -139,6 +141,8 @@ def test_readme_examples_run_verbatim(
             enqueued.update(result.stdout.split())
 
     assert "order-1234-shipped" in enqueued
+    users = sandbox.admin.requests(kind="users")
+    assert {"alice", "bob"} <= {str(entry.get("identifier")) for entry in users}, users
     worker = WorkerProcess(env)
     try:
         wait_until(
