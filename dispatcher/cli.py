@@ -324,14 +324,21 @@ def _redis(settings: Settings) -> redis.Redis:
 
 @app.command(epilog=exits.STATUS)
 def status(
-    intent_id: Annotated[str, typer.Argument(metavar="ID")],
+    intent_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="An intent id; none: the overview.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What happened to an intent: sent (with Catapush messageId), dead, or not known here,
-    and the status callbacks Catapush sent for it."""
+    and the status callbacks Catapush sent for it. Without an ID, the overview: each lane's
+    depth, the age of its oldest message, scheduled and retrying counts, and dead letters
+    by reason."""
     from dispatcher.status import format_status, intent_status, is_known
 
     settings = _settings()
+    if intent_id is None:
+        _overview(settings, as_json=as_json)
+        return
     with _redis_failures(settings), closing(_redis(settings)) as client:
         report = intent_status(client, settings, intent_id)
     if as_json:
@@ -342,6 +349,29 @@ def status(
     # Callbacks alone are still news about the intent, so only nothing at all is a failure.
     if not is_known(report):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _overview(settings: Settings, *, as_json: bool) -> None:
+    import asyncio
+
+    from dispatcher.keys import Keys
+    from dispatcher.overview import format_overview, read_overview
+    from dispatcher.redisconn import async_redis
+
+    async def read() -> Any:
+        client = async_redis(settings)
+        try:
+            return await read_overview(client, Keys(settings.namespace), settings.queue)
+        finally:
+            await client.aclose()
+
+    with _redis_failures(settings):
+        overview = asyncio.run(read())
+    if as_json:
+        typer.echo(orjson.dumps(overview.to_dict()).decode())
+    else:
+        for line in format_overview(overview):
+            typer.echo(line)
 
 
 ReasonOption = Annotated[

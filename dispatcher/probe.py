@@ -4,19 +4,29 @@ Served on the worker's event loop, so any answer proves the loop is not stuck. `
 (liveness) says no more than that: a Redis outage must not get every pod restarted, since a
 worker waits Redis out by itself. `/readyz` (readiness) also requires that nothing keeps the
 worker from working (Redis answering, credentials accepted) and a recent heartbeat.
-`/metrics` is prometheus-client's exposition of this process's own registry.
+`/metrics` is prometheus-client's exposition of this process's own registry, with the queue
+overview (`dispatcher.overview`) read from Redis at most every `OVERVIEW_MAX_AGE_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from redis.exceptions import RedisError
 
 from dispatcher.consumer import HEARTBEAT_INTERVAL_S, Consumer
-from dispatcher.workermetrics import OUTCOMES, ConsumerCollector, WorkerMetrics
+from dispatcher.overview import Overview
+from dispatcher.workermetrics import (
+    OUTCOMES,
+    ConsumerCollector,
+    OverviewCollector,
+    WorkerMetrics,
+)
 
 __all__ = ["OUTCOMES", "STALE_BEAT_S", "beat_age_s", "render_metrics", "start_probe"]
 
@@ -25,6 +35,35 @@ STALE_BEAT_S = 3 * HEARTBEAT_INTERVAL_S + 1
 
 _CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer", Consumer)
 _REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
+
+# Every process of a fleet reports the same overview: scrapes in a row reuse one reading.
+OVERVIEW_MAX_AGE_S = 10.0
+OVERVIEW_TIMEOUT_S = 5.0
+
+OverviewReader = Callable[[], Awaitable[Overview]]
+
+
+class OverviewSource:
+    """Keeps the overview collector's reading fresh enough for a scrape."""
+
+    def __init__(self, read: OverviewReader, collector: OverviewCollector) -> None:
+        self._read = read
+        self._collector = collector
+        self._read_at: float | None = None
+
+    async def refresh(self) -> None:
+        now = time.monotonic()
+        if self._read_at is not None and now - self._read_at < OVERVIEW_MAX_AGE_S:
+            return
+        try:
+            self._collector.overview = await asyncio.wait_for(self._read(), OVERVIEW_TIMEOUT_S)
+        except (RedisError, TimeoutError):
+            self._collector.overview = None
+            return
+        self._read_at = now
+
+
+_OVERVIEW: web.AppKey[OverviewSource] = web.AppKey("overview", OverviewSource)
 
 
 def beat_age_s(consumer: Consumer) -> float | None:
@@ -64,6 +103,9 @@ def render_metrics(registry: CollectorRegistry, accept: str | None = None) -> tu
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    source = request.app.get(_OVERVIEW)
+    if source is not None:
+        await source.refresh()
     body, content_type = render_metrics(request.app[_REGISTRY], request.headers.get("Accept"))
     return web.Response(
         body=body,
@@ -72,7 +114,12 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def start_probe(
-    consumer: Consumer, host: str, port: int, *, metrics: WorkerMetrics | None = None
+    consumer: Consumer,
+    host: str,
+    port: int,
+    *,
+    metrics: WorkerMetrics | None = None,
+    overview: OverviewReader | None = None,
 ) -> web.AppRunner:
     """Serve /healthz, /readyz and /metrics on this loop; the caller cleans the runner up.
 
@@ -80,7 +127,11 @@ async def start_probe(
     to; without one, their instruments are exposed at zero."""
     app = web.Application()
     app[_CONSUMER] = consumer
-    app[_REGISTRY] = worker_registry(consumer, metrics)
+    app[_REGISTRY] = registry = worker_registry(consumer, metrics)
+    if overview is not None:
+        collector = OverviewCollector()
+        registry.register(collector)
+        app[_OVERVIEW] = OverviewSource(overview, collector)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

@@ -12,6 +12,7 @@ import redis
 
 from dispatcher.deadletters import DeadLetters
 from dispatcher.keys import Keys
+from dispatcher.lanes import LANES, lane_queue
 from dispatcher.receipts import ReceiptReader
 from dispatcher.settings import Settings
 
@@ -40,6 +41,16 @@ def find_queued(client: redis.Redis, messages_key: str, intent_id: str) -> dict[
 
 
 def _waiting(
+    client: redis.Redis, keys: Keys, queue_name: str, intent_id: str
+) -> dict[str, Any] | None:
+    for lane in LANES:
+        found = _waiting_in(client, keys, lane_queue(queue_name, lane), intent_id)
+        if found is not None:
+            return found | {"lane": lane}
+    return None
+
+
+def _waiting_in(
     client: redis.Redis, keys: Keys, queue_name: str, intent_id: str
 ) -> dict[str, Any] | None:
     queued = find_queued(client, f"{keys.queue(queue_name)}.msgs", intent_id)

@@ -28,9 +28,11 @@ from types import FrameType
 
 from dispatcher.consumer import Consumer
 from dispatcher.errors import ConfigurationError
+from dispatcher.keys import Keys
 from dispatcher.lanes import LANES, Lane, lane_queue
 from dispatcher.logs import configure_logging, get_logger
 from dispatcher.messages import DELIVER_ACTOR
+from dispatcher.overview import read_overview
 from dispatcher.preflight import preflight, preflight_blocking
 from dispatcher.probe import start_probe
 from dispatcher.queue import RedisQueue
@@ -107,8 +109,13 @@ async def serve_queue(
     try:
         if probe is not None:
             try:
+                keys = Keys(settings.namespace)
                 runner = await start_probe(
-                    consumer, probe.host, probe.port, metrics=resources.metrics
+                    consumer,
+                    probe.host,
+                    probe.port,
+                    metrics=resources.metrics,
+                    overview=lambda: read_overview(redis, keys, settings.queue),
                 )
             except OSError as exc:
                 raise ConfigurationError(

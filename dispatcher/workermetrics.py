@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from dispatcher.consumer import Consumer
 from dispatcher.deadletters import REASONS
+from dispatcher.overview import Overview
 
 OUTCOMES = ("sent", "skipped", "retried", "deferred", "dead_lettered", "crashed")
 # From a fraction of a second (an idle fleet) to hours (a backlog, retries with backoff).
@@ -114,3 +115,56 @@ def _counter(name: str, help_text: str, label: str, values: Mapping[str, int]) -
     for key, value in values.items():
         family.add_metric([key], value)
     return family
+
+
+class OverviewCollector(Collector):
+    """The queue overview (`dispatcher.overview`), fleet-wide figures read from Redis shortly
+    before the scrape; every process reports the same ones. Left out when Redis failed."""
+
+    def __init__(self) -> None:
+        self.overview: Overview | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        overview = self.overview
+        yield GaugeMetricFamily(
+            "dispatcher_overview_up",
+            "1 if the queue overview could be read from Redis, else 0 (its gauges are then "
+            "left out).",
+            value=0 if overview is None else 1,
+        )
+        families = {
+            "depth": GaugeMetricFamily(
+                "dispatcher_lane_depth", "Messages waiting on the lane's queue.", labels=["lane"]
+            ),
+            "age": GaugeMetricFamily(
+                "dispatcher_lane_oldest_age_seconds",
+                "Age of the message at the head of the lane's queue.",
+                labels=["lane"],
+            ),
+            "scheduled": GaugeMetricFamily(
+                "dispatcher_lane_scheduled",
+                "Messages on the lane's delay queue (retries and deferred sends not yet due).",
+                labels=["lane"],
+            ),
+            "retrying": GaugeMetricFamily(
+                "dispatcher_lane_retrying",
+                "Messages on the lane's delay queue past their first attempt.",
+                labels=["lane"],
+            ),
+        }
+        dead = GaugeMetricFamily(
+            "dispatcher_dead_letters_by_reason",
+            "Entries in the dead-letter store, by reason.",
+            labels=["reason"],
+        )
+        if overview is not None:
+            for figures in overview.lanes:
+                families["depth"].add_metric([figures.lane], figures.depth)
+                if figures.oldest_age_s is not None:
+                    families["age"].add_metric([figures.lane], figures.oldest_age_s)
+                families["scheduled"].add_metric([figures.lane], figures.scheduled)
+                families["retrying"].add_metric([figures.lane], figures.retrying)
+            for reason, count in overview.dead_letters.items():
+                dead.add_metric([reason], count)
+        yield from families.values()
+        yield dead

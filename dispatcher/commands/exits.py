@@ -27,7 +27,11 @@ DEMO = epilog(
     "0 every accepted intent reached an outcome",
     "1 some did not before the deadline (the reason is printed)",
 )
-STATUS = epilog("0 the intent is known", "1 nothing is known of it, or " + REDIS_DOWN[2:], USAGE)
+STATUS = epilog(
+    "0 the intent is known (without ID: the overview was read)",
+    "1 nothing is known of it, or " + REDIS_DOWN[2:],
+    USAGE,
+)
 DLQ_LIST = epilog("0 listed", REDIS_DOWN, USAGE)
 DLQ_SHOW = epilog("0 shown", "1 no such dead letter, or " + REDIS_DOWN[2:], USAGE)
 DLQ_REPLAY = epilog(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from dispatcher.callbacks import CallbackStatus
 from dispatcher.intents import ID_PATTERN, Intent
+from dispatcher.lanes import Lane
 from dispatcher.outcome import DeadReason
 
 # Dead letters per page of the list, by default and at most.
@@ -163,6 +164,7 @@ class Purged(_Answer):
 
 class QueueDepth(_Answer):
     name: str
+    lane: Lane = Field(description="The lane the queue (or delay queue) serves.")
     depth: int = Field(description="Messages waiting.")
     oldest_age_s: float | None = Field(description="Age of the oldest waiting message.")
 

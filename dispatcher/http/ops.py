@@ -27,6 +27,7 @@ from dispatcher.http.models import (
 )
 from dispatcher.http.state import REDIS_FAILURES, STATE, ServerState, redis_deadline_s, redis_error
 from dispatcher.intents import field_errors
+from dispatcher.lanes import LANES, lane_queue
 from dispatcher.logs import get_logger
 from dispatcher.status import intent_status, is_known
 from dispatcher.throughput import WINDOW_MINUTES, counts, window
@@ -189,32 +190,46 @@ async def overview(state: ServerState) -> QueueOverview:
     keys, queue = state.keys, state.settings.queue
     now = time.time()
     minutes = window(now)
+    names = [lane_queue(queue, lane) for lane in LANES]
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(keys.queue(queue))
-            pipe.lindex(keys.queue(queue), 0)
-            pipe.llen(keys.delay_queue(queue))
+            for name in names:
+                pipe.llen(keys.queue(name))
+                pipe.lindex(keys.queue(name), 0)
+                pipe.llen(keys.delay_queue(name))
             pipe.hlen(keys.dead_letters)
             pipe.mget([keys.throughput("sent", m) for m in minutes])
             pipe.mget([keys.throughput("dead", m) for m in minutes])
-            depth, head, delayed, dead, sent_raw, dead_raw = await asyncio.wait_for(
+            *per_lane, dead, sent_raw, dead_raw = await asyncio.wait_for(
                 pipe.execute(), redis_deadline_s(state.settings)
             )
-        body = None
-        if head is not None:
-            body = await asyncio.wait_for(
-                state.redis.hget(keys.queue_messages(queue), head), redis_deadline_s(state.settings)
-            )
+        queues: list[QueueDepth] = []
+        for index, name in enumerate(names):
+            depth, head, delayed = per_lane[index * 3 : index * 3 + 3]
+            body = None
+            if head is not None:
+                body = await asyncio.wait_for(
+                    state.redis.hget(keys.queue_messages(name), head),
+                    redis_deadline_s(state.settings),
+                )
+            queues += [
+                QueueDepth(
+                    name=name,
+                    lane=LANES[index],
+                    depth=int(depth),
+                    oldest_age_s=_age_s(body, int(now * 1000)),
+                ),
+                QueueDepth(
+                    name=f"{name}.DQ", lane=LANES[index], depth=int(delayed), oldest_age_s=None
+                ),
+            ]
     except REDIS_FAILURES as exc:
         log.error("ops.failed", what="overview", error=redis_error(state.settings, exc))
         raise Refused(503, UNAVAILABLE) from None
     sent = counts(sent_raw)
     full = sent[:-1]  # the current minute is still counting
     return QueueOverview(
-        queues=[
-            QueueDepth(name=queue, depth=int(depth), oldest_age_s=_age_s(body, int(now * 1000))),
-            QueueDepth(name=f"{queue}.DQ", depth=int(delayed), oldest_age_s=None),
-        ],
+        queues=queues,
         dead_letters=int(dead),
         rates=Rates(
             sent_last_minute=full[-1],
