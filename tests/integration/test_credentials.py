@@ -245,6 +245,12 @@ def test_a_worker_started_before_redis_waits_and_delivers_once_redis_is_up(
     client = redis.Redis.from_url(absent_redis.url)
     try:
         wait_until(lambda: all_sent(client, late, ids), timeout=60, what="3 receipts")
+        # One process may deliver all three while the other is still starting.
+        wait_until(
+            lambda: len(events_named(worker, "worker.started")) == 2,
+            timeout=60,
+            what="both processes started",
+        )
     finally:
         client.close()
     assert worker.stop() == 0
