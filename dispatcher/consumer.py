@@ -58,6 +58,10 @@ FETCH_BATCH = 256
 FETCH_MIN_ROOM_SHARE = 4
 IDLE_POLL_MIN_S = 0.005
 IDLE_POLL_MAX_S = 0.2
+# While sends are in flight, a lane found empty is asked again after a pause growing up to
+# this: a fetch per freed slot would cost a round trip per send, and a transactional
+# intent arriving behind a busy bulk lane waits at most this long to be fetched.
+LANE_EMPTY_POLL_MAX_S = 0.05
 HEARTBEAT_INTERVAL_S = 3.0
 DELAY_POLL_S = 0.25
 DELAY_HELD_MAX = 10_000
@@ -124,6 +128,8 @@ class Consumer:
         self._bulk_in_flight = 0
         # Whether bulk's last fetch found messages: only then are slots kept for it.
         self._bulk_has_more = False
+        # queue name -> (pause after its last empty fetch, monotonic time to ask again)
+        self._lane_empty: dict[str, tuple[float, float]] = {}
         self._deliverer = deliverer
         self.health = health
         self._recorder = recorder
@@ -201,7 +207,7 @@ class Consumer:
             # Busy: look again once a send finishes, or after the idle poll for a lane
             # that had nothing.
             await _first(self._slot_freed.wait(), stop.wait(), asyncio.sleep(idle_s))
-            idle_s = min(idle_s * 2, IDLE_POLL_MAX_S)
+            idle_s = min(idle_s * 2, LANE_EMPTY_POLL_MAX_S)
 
     def _lane_room(self, lane: Lane, room: int) -> int:
         """Slots `lane` may fill now out of `room` free ones."""
@@ -223,6 +229,9 @@ class Consumer:
         """Fetch from each lane what its room allows; how many messages came."""
         taken = 0
         for lane, name in self._fetch_order():
+            pause, again = self._lane_empty.get(name, (0.0, 0.0))
+            if self._in_flight and time.monotonic() < again:
+                continue
             room = self._concurrency - len(self._in_flight)
             room_bytes = self._max_in_flight_bytes - self._bytes_in_flight
             lane_room = self._lane_room(lane, room)
@@ -245,6 +254,11 @@ class Consumer:
             batch = await self._queue.fetch(name, min(lane_room, FETCH_BATCH), max_bytes=room_bytes)
             if lane == BULK:
                 self._bulk_has_more = bool(batch)
+            if batch:
+                self._lane_empty.pop(name, None)
+            else:
+                pause = min(max(pause * 2, IDLE_POLL_MIN_S), LANE_EMPTY_POLL_MAX_S)
+                self._lane_empty[name] = (pause, time.monotonic() + pause)
             for redis_id, body in batch:
                 message = read_message(name, redis_id, body)
                 task = asyncio.create_task(self._handle(message, name))
