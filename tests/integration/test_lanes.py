@@ -4,20 +4,26 @@ stay in their lane, and an unknown priority is refused at intake."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from dispatcher.keys import Keys
+from dispatcher.localredis import LocalRedis
+from dispatcher.messages import message_body
 from dispatcher.producer import Producer
+from dispatcher.queue import RedisQueue
 from dispatcher.receipts import ReceiptReader
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
 from tests.conftest import WorkerProcess, wait_until
 from tests.integration.helpers import accepted_refs, run_cli
+from tests.integration.test_server import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -160,3 +166,64 @@ def test_the_worker_refuses_an_unknown_lane(settings_env: dict[str, str]) -> Non
     result = run_cli(settings_env, "worker", "--lanes", "urgent")
     assert result.returncode == 2
     assert "--lanes: unknown lane 'urgent'" in result.stderr
+
+
+def test_a_dead_workers_messages_go_back_to_their_own_lanes(
+    redis_server: LocalRedis, namespace: str
+) -> None:
+    """The registry lists every queue a worker serves, so the sweep finds both ack sets."""
+    bulk = "notifications.bulk"
+
+    async def scenario() -> tuple[int, int, int]:
+        client = aioredis.Redis.from_url(redis_server.url)
+        keys = Keys(namespace)
+
+        def queue(worker_id: str) -> RedisQueue:
+            return RedisQueue(
+                client,
+                namespace,
+                "notifications",
+                worker_id=worker_id,
+                heartbeat_timeout_ms=200,
+                queue_names=["notifications", bulk],
+            )
+
+        try:
+            dead = queue("dead-worker")
+            for name in ("notifications", bulk):
+                for n in range(2):
+                    body = message_body(name, {"id": f"x{n}"}, attempt=1, message_id=f"{name}{n}")
+                    await client.hset(keys.queue_messages(name), f"{name}{n}", body)
+                    await client.rpush(keys.queue(name), f"{name}{n}")
+                assert len(await dead.fetch(name, 10)) == 2
+            await asyncio.sleep(0.3)
+            moved = await queue("sweeper").heartbeat()
+            return (
+                moved,
+                int(await client.llen(keys.queue("notifications"))),
+                int(await client.llen(keys.queue(bulk))),
+            )
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == (4, 2, 2)
+
+
+def test_http_intake_routes_by_priority_and_refuses_an_unknown_one(
+    settings: Settings, settings_env: dict[str, str], redis_client: redis.Redis
+) -> None:
+    server = ServerProcess(settings_env)
+    try:
+        server.wait_listening()
+        bad = {"id": "bad-priority", "recipients": ["a"], "text": "x", "priority": "urgent"}
+        refused = server.http.post("/v1/notifications", json=bad)
+        good = {"id": "good-priority", "recipients": ["a"], "text": "x", "priority": "bulk"}
+        accepted = server.http.post("/v1/notifications", json=good)
+    finally:
+        server.close()
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == ["priority: Input should be 'transactional' or 'bulk'"]
+    assert accepted.status_code == 202
+    keys = Keys(settings.namespace)
+    assert redis_client.llen(keys.queue(settings.queue + BULK_QUEUE_SUFFIX)) == 1
+    assert redis_client.llen(keys.queue(settings.queue)) == 0
