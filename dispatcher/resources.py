@@ -11,7 +11,7 @@ from dispatcher.backoff import RetryPolicy
 from dispatcher.catapush.accounts import accounts_from
 from dispatcher.catapush.connect import open_account_tokens
 from dispatcher.catapush.router import AccountRouter
-from dispatcher.client import USER_AGENT, CatapushClient, SessionFactory, default_session
+from dispatcher.client import CatapushClient, SessionFactory, default_session
 from dispatcher.deadletters import AsyncDeadLetters
 from dispatcher.delivery import Deliverer
 from dispatcher.durable import Recorder
@@ -21,12 +21,9 @@ from dispatcher.observer import NO_OBSERVER, WorkerObserver
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.receipts import Receipts
 from dispatcher.redisconn import async_redis
-from dispatcher.settings import Settings, secret_value
+from dispatcher.settings import Settings
 from dispatcher.templates import load_templates
 from dispatcher.tokens import (
-    OAuthTokenSource,
-    PermanentToken,
-    SharedTokenCache,
     TokenSource,
 )
 from dispatcher.workermetrics import WorkerMetrics
@@ -39,41 +36,15 @@ CLAIM_MARGIN_MS = 5_000
 REDIS_SPARE_CONNECTIONS = 16
 
 
-async def _nothing_to_close() -> None:
-    return None
-
-
 def open_token_source(
     settings: Settings, redis: aioredis.Redis, *, observer: WorkerObserver = NO_OBSERVER
 ) -> tuple[TokenSource, Callable[[], Awaitable[None]]]:
-    """Where sends take their token from, and how to close it: the permanent token, or the
-    OAuth token shared through `redis` under the fingerprint of these credentials. With an
-    accounts file: the default app's account (or the first)."""
-    if settings.accounts_file is not None:
-        accounts = accounts_from(settings)
-        account = accounts.for_app(None) or accounts.accounts[0]
-        return open_account_tokens(settings, account, redis, observer=observer)
-    token = secret_value(settings.catapush_access_token)
-    if token is not None:
-        return PermanentToken(token), _nothing_to_close
-    # require_credentials() ran at start-up, so both are set here.
-    assert settings.catapush_client_id is not None
-    assert settings.catapush_client_secret is not None
-    source = OAuthTokenSource(
-        settings.catapush_url,
-        settings.catapush_client_id,
-        settings.catapush_client_secret.get_secret_value(),
-        timeout_s=settings.http_timeout_s,
-        user_agent=USER_AGENT,
-    )
-    cache = SharedTokenCache(
-        redis,
-        Keys(settings.namespace),
-        source,
-        fingerprint=source.fingerprint,
-        observer=observer,
-    )
-    return cache, source.aclose
+    """Where sends take their token from, and how to close it: the default app's account
+    (the settings' single account unless an accounts file replaces it), its permanent token
+    or its OAuth token shared through `redis` under the fingerprint of its credentials."""
+    accounts = accounts_from(settings)
+    account = accounts.for_app(None) or accounts.accounts[0]
+    return open_account_tokens(settings, account, redis, observer=observer)
 
 
 class WorkerResources:
