@@ -261,8 +261,9 @@ class Consumer:
                 self._lane_empty[name] = (pause, time.monotonic() + pause)
             for redis_id, body in batch:
                 message = read_message(name, redis_id, body)
-                task = asyncio.create_task(self._handle(message, name))
-                self._in_flight[task] = (redis_id, len(body), _message_intent_id(message), name)
+                intent_id = _message_intent_id(message)
+                task = asyncio.create_task(self._handle(message, intent_id, name))
+                self._in_flight[task] = (redis_id, len(body), intent_id, name)
                 self._bytes_in_flight += len(body)
                 if lane == BULK:
                     self._bulk_in_flight += 1
@@ -278,12 +279,13 @@ class Consumer:
                 self._bulk_in_flight -= 1
         self._slot_freed.set()
 
-    async def _handle(self, message: Queued | Unreadable, queue_name: str) -> None:
+    async def _handle(
+        self, message: Queued | Unreadable, intent_id: str | None, queue_name: str
+    ) -> None:
         if isinstance(message, Unreadable):
             self.stats.count(await self._deliverer.bury_unreadable(message.raw, message.problem), 0)
             self._ack(queue_name, message.redis_id)
             return
-        intent_id = _intent_id(message.intent)
         try:
             result = await self._attempt(message, intent_id, self._lane_of[queue_name])
         except Exception as exc:
