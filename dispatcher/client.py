@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from dispatcher import __version__
 from dispatcher.errors import CatapushRejected, CatapushTimeout, CatapushUnreachable
@@ -112,6 +113,40 @@ class _Answer:
     body: bytes
 
 
+def bearer_headers(token: str) -> dict[str, str]:
+    """The headers of every authenticated call to Catapush."""
+    return {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+
+
+async def exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str | URL,
+    *,
+    data: Any,
+    headers: Mapping[str, str],
+    timeout: aiohttp.ClientTimeout,
+    params: Mapping[str, str | int] | None = None,
+) -> _Answer:
+    """One request and its whole answer; no answer at all becomes `CatapushTimeout` or
+    `CatapushUnreachable`, the one translation of aiohttp's errors for every Catapush call."""
+    try:
+        async with session.request(
+            method, url, data=data, params=params, headers=headers, timeout=timeout
+        ) as response:
+            return _Answer(
+                response.status, response.reason, response.headers, await response.read()
+            )
+    except TimeoutError as exc:
+        raise CatapushTimeout(f"no answer from Catapush in time: {exc!r}") from exc
+    except aiohttp.ClientError as exc:
+        raise CatapushUnreachable(f"could not reach Catapush: {exc!r}") from exc
+
+
 class CatapushClient:
     """Sends messages to Catapush; raises `CatapushRejected` or `CatapushUnreachable`."""
 
@@ -151,11 +186,7 @@ class CatapushClient:
         if self._session is None:
             # Made on first use: an aiohttp session belongs to the running event loop.
             self._session = self._session_factory()
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+        headers = bearer_headers(token)
         data: bytes | aiohttp.FormData
         if attachment is None:
             headers["Content-Type"] = "application/json"
@@ -169,17 +200,14 @@ class CatapushClient:
                 filename=attachment.filename,
                 content_type=attachment.content_type,
             )
-        try:
-            async with self._session.post(
-                self._messages_url, data=data, headers=headers, timeout=self._timeout
-            ) as response:
-                return _Answer(
-                    response.status, response.reason, response.headers, await response.read()
-                )
-        except TimeoutError as exc:
-            raise CatapushTimeout(f"no answer from Catapush in time: {exc!r}") from exc
-        except aiohttp.ClientError as exc:
-            raise CatapushUnreachable(f"could not reach Catapush: {exc!r}") from exc
+        return await exchange(
+            self._session,
+            "POST",
+            self._messages_url,
+            data=data,
+            headers=headers,
+            timeout=self._timeout,
+        )
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -15,8 +15,14 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from dispatcher.client import USER_AGENT, SessionFactory, default_session, rejection_from
-from dispatcher.errors import CatapushRejected, CatapushTimeout, CatapushUnreachable
+from dispatcher.client import (
+    SessionFactory,
+    bearer_headers,
+    default_session,
+    exchange,
+    rejection_from,
+)
+from dispatcher.errors import CatapushRejected
 from dispatcher.logs import get_logger
 from dispatcher.tokens import TokenSource
 
@@ -93,32 +99,22 @@ class CatapushApi:
         if self._session is None:
             # Made on first use: an aiohttp session belongs to the running event loop.
             self._session = self._session_factory()
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+        headers = bearer_headers(token)
         if body is not None:
             headers["Content-Type"] = "application/json"
         # `encoded=True`: the path was quoted segment by segment already, and aiohttp must
         # not turn an identifier's `%2F` back into a separator.
         url = self._base_url + "/" + path.lstrip("/")
-        try:
-            async with self._session.request(
-                method,
-                URL(url, encoded=True),
-                data=body,
-                params=params,
-                headers=headers,
-                timeout=self._timeout,
-            ) as response:
-                return Answer(
-                    response.status, response.reason, response.headers, await response.read(), token
-                )
-        except TimeoutError as exc:
-            raise CatapushTimeout(f"no answer from Catapush in time: {exc!r}") from exc
-        except aiohttp.ClientError as exc:
-            raise CatapushUnreachable(f"could not reach Catapush: {exc!r}") from exc
+        answer = await exchange(
+            self._session,
+            method,
+            URL(url, encoded=True),
+            data=body,
+            params=params,
+            headers=headers,
+            timeout=self._timeout,
+        )
+        return Answer(answer.status, answer.reason, answer.headers, answer.body, token)
 
     async def aclose(self) -> None:
         if self._session is not None:
