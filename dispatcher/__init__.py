@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
+    from dispatcher.cancels import Cancellation
     from dispatcher.catapush.importer import ImportReport
     from dispatcher.intents import Intent
     from dispatcher.settings import Settings
@@ -29,6 +30,7 @@ __all__ = [
     "RedisRefused",
     "RedisUnavailable",
     "__version__",
+    "cancel",
     "enqueue",
     "import_users",
 ]
@@ -46,6 +48,22 @@ def enqueue(intent: Intent | Mapping[str, Any], *, settings: Settings | None = N
     from dispatcher.producer import enqueue as _enqueue
 
     return _enqueue(intent, settings=settings)
+
+
+def cancel(intent_id: str, *, settings: Settings | None = None) -> Cancellation:
+    """Stop an intent that has not gone out (queued, scheduled, retrying, or the unsent parts
+    of a split one); it is then never sent and `dispatcher status` says `cancelled`.
+
+    The answer's `state` is `cancelled`, `sent` (it went out before; nothing was stopped) or
+    `sending` (a worker was sending it at that moment); `describe()` says it in a line. An
+    id not enqueued yet is cancelled too: if it comes later it is not sent. Raises
+    `RedisUnavailable` or `RedisRefused` as `enqueue` does.
+    """
+    from dispatcher.cancels import cancel_intents
+    from dispatcher.settings import load_settings
+
+    [answer] = cancel_intents([intent_id], settings or load_settings())
+    return answer
 
 
 def import_users(

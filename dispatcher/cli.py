@@ -351,6 +351,25 @@ def status(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command(epilog=exits.CANCEL)
+def cancel(
+    intent_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Intent ids.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object a line.")] = False,
+) -> None:
+    """Stop intents that have not gone out: queued, scheduled, retrying, or the unsent parts
+    of a split one. They are never sent, and `status` says cancelled. An id not enqueued
+    yet is cancelled too."""
+    from dispatcher.cancels import cancel_intents
+
+    settings = _settings()
+    with _redis_failures(settings):
+        answers = cancel_intents(intent_ids, settings)
+    for answer in answers:
+        typer.echo(orjson.dumps(answer.to_json()).decode() if as_json else answer.describe())
+    if not all(answer.stopped for answer in answers):
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _overview(settings: Settings, *, as_json: bool) -> None:
     import asyncio
 

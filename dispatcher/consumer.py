@@ -38,9 +38,18 @@ import orjson
 from redis.exceptions import RedisError
 
 from dispatcher.backoff import RetryPolicy
-from dispatcher.delivery import AttemptResult, Deliverer, Reschedule, Skipped
+from dispatcher.delivery import (
+    AttemptResult,
+    Cancelled,
+    Deliverer,
+    Reschedule,
+    Scheduled,
+    Skipped,
+    Split,
+)
 from dispatcher.durable import Recorder
 from dispatcher.errors import TokenUnavailable
+from dispatcher.fanout import PARTS_RECORD_TTL_S, parts_record
 from dispatcher.health import CREDENTIALS, REDIS, Health
 from dispatcher.intents import MAX_INTENT_BYTES
 from dispatcher.keys import delay_queue_name
@@ -94,6 +103,12 @@ class ConsumerStats:
         elif isinstance(result, DeadLetter):
             self.outcomes["dead_lettered"] += 1
             self.dead_letters[result.reason] += 1
+        elif isinstance(result, Scheduled):
+            self.outcomes["scheduled"] += 1
+        elif isinstance(result, Split):
+            self.outcomes["split"] += 1
+        elif isinstance(result, Cancelled):
+            self.outcomes["cancelled"] += 1
         elif result.attempt > attempt:
             self.outcomes["retried"] += 1
         else:
@@ -299,6 +314,8 @@ class Consumer:
             created = message.intent.get("createdAt") if isinstance(message.intent, dict) else None
             if isinstance(created, int):
                 self._observer.accepted(enqueue_to_accepted_s(created, now_ms()))
+        if isinstance(result, Scheduled | Split):
+            await self._hold(result, queue_name)
         if isinstance(result, Reschedule):
             again = result
             await self._recorder.write(
@@ -313,6 +330,36 @@ class Consumer:
                 intent_id=intent_id,
             )
         self._ack(queue_name, message.redis_id)
+
+    async def _hold(self, result: Scheduled | Split, queue_name: str) -> None:
+        """Queue what stands for the intent now: its copy on the schedule, or its parts.
+        Both stay in the intent's lane."""
+        if isinstance(result, Scheduled):
+            scheduled = result
+            await self._recorder.write(
+                lambda: self._queue.schedule(
+                    queue_name,
+                    scheduled.intent_id,
+                    scheduled.intent,
+                    send_at_ms=scheduled.send_at_ms,
+                ),
+                what="schedule",
+                intent_id=scheduled.intent_id,
+            )
+            return
+        split = result
+        record = parts_record(len(split.parts), split.recipients, now_ms())
+        await self._recorder.write(
+            lambda: self._queue.push_parts(
+                queue_name,
+                split.parts,
+                record_key=self._queue.keys.parts(split.intent_id),
+                record=record,
+                ttl_s=PARTS_RECORD_TTL_S,
+            ),
+            what="parts",
+            intent_id=split.intent_id,
+        )
 
     async def _attempt(self, message: Queued, intent_id: str | None, lane: Lane) -> AttemptResult:
         """The delivery attempt, run again while what it needs is away; nothing is spent."""
@@ -469,6 +516,12 @@ class Consumer:
                     ):
                         heapq.heappush(self._delayed, (_eta(body), redis_id, body, queue_name))
                         self._delayed_bytes += len(body)
+                for _, queue_name in self._lanes:
+                    # A full batch may leave more due ones behind.
+                    while (
+                        await self._queue.promote_scheduled(queue_name, FETCH_BATCH) >= FETCH_BATCH
+                    ):
+                        pass
                 now = now_ms()
                 while self._delayed and self._delayed[0][0] <= now:
                     _, redis_id, body, queue_name = self._delayed[0]

@@ -1,8 +1,10 @@
 """One delivery attempt of one intent: the worker's core, free of dramatiq.
 
-Decodes and checks the intent, claims it (so no other worker sends it at the same time and a
-copy that already went out is skipped), waits for the shared rate limit, sends, and turns the
-answer into an `Outcome`. The caller (the consumer) carries out retries; dead letters and
+Decodes and checks the intent, holds it back if its `sendAt` is still ahead, splits it into
+parts if it has more recipients than one message carries (`dispatcher.fanout`), drops it if
+it was cancelled, claims it (so no other worker sends it at the same time and a copy that
+already went out is skipped), waits for the shared rate limit, sends, and turns the answer
+into an `Outcome`. The caller (the consumer) carries out retries; dead letters and
 receipts are written here, through the `Recorder`, so that no outcome is left unrecorded even
 while Redis is away.
 
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from dispatcher.admission import Limits, admission_problems
 from dispatcher.backoff import RetryPolicy
 from dispatcher.deadletters import AsyncDeadLetters, DeadLetterEntry
 from dispatcher.durable import Recorder
@@ -32,6 +35,7 @@ from dispatcher.errors import (
     SlotUnavailable,
     TokenUnavailable,
 )
+from dispatcher.fanout import needs_split, split
 from dispatcher.intents import ID_PATTERN, Attachment, Intent, parse_intent
 from dispatcher.lanes import TRANSACTIONAL, Lane
 from dispatcher.logs import get_logger
@@ -43,6 +47,9 @@ log = get_logger(__name__)
 
 # How long a copy of an intent that another worker is sending right now waits to look again.
 BUSY_RETRY_DELAY_MS = 2_000
+# A `sendAt` at most this far ahead is taken as come: the schedule moves intents by Redis's
+# clock, which may run a little ahead of this worker's.
+SEND_AT_SLACK_MS = 1_000
 
 
 class Sender(Protocol):
@@ -55,6 +62,12 @@ class Limiter(Protocol):
     async def acquire(self, lane: Lane = TRANSACTIONAL) -> None: ...
 
     async def pause_all(self, seconds: float) -> None: ...
+
+
+class CancelCheck(Protocol):
+    def is_cancelled(self, intent_id: str, part_of: str | None = None) -> bool: ...
+
+    async def mark(self, intent_id: str, when_ms: int) -> None: ...
 
 
 # With several accounts: the sender and limiter of the account that sends for an app (by
@@ -82,7 +95,32 @@ class Skipped:
     message_id: str
 
 
-AttemptResult = Sent | DeadLetter | Reschedule | Skipped
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """The intent's `sendAt` is still ahead: hold it on the schedule until then."""
+
+    intent_id: str
+    intent: dict[str, Any]
+    send_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """The intent has more recipients than one message carries: queue these parts instead."""
+
+    intent_id: str
+    parts: list[dict[str, Any]]
+    recipients: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """The intent (or the intent it is a part of) was cancelled: it is not sent."""
+
+    intent_id: str
+
+
+AttemptResult = Sent | DeadLetter | Reschedule | Skipped | Scheduled | Split | Cancelled
 
 
 def _usable_id(raw: Any) -> str | None:
@@ -144,6 +182,8 @@ class Deliverer:
         templates: Templates | None = None,
         clock_ms: Callable[[], int] = _now_ms,
         route: Route | None = None,
+        limits: Limits | None = None,
+        cancels: CancelCheck | None = None,
     ) -> None:
         self._sender = sender
         self._receipts = receipts
@@ -156,6 +196,8 @@ class Deliverer:
         self._templates = templates
         self._clock_ms = clock_ms
         self._route = route
+        self._limits = limits if limits is not None else Limits()
+        self._cancels = cancels
 
     async def attempt(
         self,
@@ -189,11 +231,9 @@ class Deliverer:
             intent = intent.with_defaults(now_ms=now_ms)
             travelling = None
         job = _Job(intent, intent.id, attempt, travelling)  # type: ignore[arg-type]
-
-        remaining = remaining_expire_time(intent, now_ms=now_ms)
-        if remaining is not None and remaining < 1:
-            detail = f"expireTime of {intent.expire_time} s passed before it could be sent"
-            return await self._bury_job(job, DeadLetter("expired", None, "expired", detail))
+        early = await self._before_send(job, now_ms)
+        if early is not None:
+            return early
         try:
             payload = render_wire(
                 intent,
@@ -217,7 +257,10 @@ class Deliverer:
             # Waiting for the rate limit is not a failed attempt.
             return Reschedule(job.wire, attempt, int(exc.retry_in_s * 1000))
 
-        claim = await self._receipts.claim(job.intent_id, claim_owner)
+        part_of = intent.part.of if intent.part is not None else None
+        claim = await self._receipts.claim(job.intent_id, claim_owner, part_of=part_of)
+        if claim.state is ClaimState.CANCELLED:
+            return await self._cancelled(job, now_ms)
         if claim.state is not ClaimState.CLAIMED:
             return _unclaimed(job, claim)
         try:
@@ -229,6 +272,46 @@ class Deliverer:
             await self._release(job.intent_id, claim.owner)
             raise
         return await self._sent(job, accepted.message_id)
+
+    async def _before_send(self, job: _Job, now_ms: int) -> AttemptResult | None:
+        """What becomes of the intent short of a send (held, expired, cancelled, split),
+        or None when it is to be sent now."""
+        intent = job.intent
+        # Intake checked these for its own doors; a raw Redis producer had no intake.
+        problems = admission_problems(intent, self._limits, now_ms=now_ms)
+        if problems:
+            detail = "; ".join(problems)
+            return await self._bury_job(job, DeadLetter("invalid", None, "invalid intent", detail))
+        if intent.send_at is not None and intent.send_at > now_ms + SEND_AT_SLACK_MS:
+            log.info("delivery.scheduled", intent_id=job.intent_id, send_at=intent.send_at)
+            return Scheduled(job.intent_id, job.wire, intent.send_at)
+        remaining = remaining_expire_time(intent, now_ms=now_ms)
+        if remaining is not None and remaining < 1:
+            detail = f"expireTime of {intent.expire_time} s passed before it could be sent"
+            return await self._bury_job(job, DeadLetter("expired", None, "expired", detail))
+        part_of = intent.part.of if intent.part is not None else None
+        if self._cancels is not None and self._cancels.is_cancelled(job.intent_id, part_of):
+            return await self._cancelled(job, now_ms)
+        if needs_split(intent, self._limits.max_recipients):
+            parts = split(intent, self._limits.max_recipients)
+            log.info(
+                "delivery.split",
+                intent_id=job.intent_id,
+                parts=len(parts),
+                recipients=len(intent.recipients),
+            )
+            return Split(job.intent_id, [part.to_wire() for part in parts], len(intent.recipients))
+        return None
+
+    async def _cancelled(self, job: _Job, now_ms: int) -> Cancelled:
+        if self._cancels is not None and job.intent.part is not None:
+            # The part's own mark lets `status` name it cancelled.
+            cancels = self._cancels
+            await self._recorder.write(
+                lambda: cancels.mark(job.intent_id, now_ms), what="cancel", intent_id=job.intent_id
+            )
+        log.info("delivery.cancelled", intent_id=job.intent_id, attempt=job.attempt)
+        return Cancelled(job.intent_id)
 
     def _route_for(self, mobile_app_id: int) -> tuple[Sender, Limiter]:
         if self._route is None:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import re
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 import orjson
@@ -18,6 +19,7 @@ from pydantic import (
     AfterValidator,
     AnyUrl,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -52,6 +54,11 @@ MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 # recipients, data and the rest, rounded up. Intake refuses a larger one, whatever the door
 # (Python, CLI, HTTP), so all of them take the same intents.
 MAX_INTENT_BYTES = 16 * 1024 * 1024
+# The earliest `sendAt` taken as epoch milliseconds (2001-09-09): a smaller number is far
+# more likely seconds, which would send at once instead of when meant.
+MIN_SEND_AT_MS = 1_000_000_000_000
+# Parts one intent may be split into (see `dispatcher.fanout`), whatever the settings.
+MAX_PARTS = 100_000
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{5,50}$"
 IDENTIFIER_PATTERN = r"^[!-~]{1,100}$"
@@ -122,6 +129,32 @@ MobileNumber = Annotated[str, Field(pattern=MOBILE_NUMBER_PATTERN)]
 IntentId = Annotated[str, Field(pattern=ID_PATTERN)]
 ExpireTime = Annotated[StrictInt, Field(ge=1, le=MAX_EXPIRE_TIME_S)]
 FallbackText = Annotated[str, AfterValidator(check_gsm_text)]
+
+
+def parse_send_at(value: Any) -> Any:
+    """`sendAt` as epoch milliseconds: given so, or as an RFC 3339 time with its offset."""
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 time or epoch milliseconds, not a boolean")
+    if isinstance(value, int):
+        if value < MIN_SEND_AT_MS:
+            raise ValueError(
+                f"{value} is before 2001 as epoch milliseconds; give milliseconds, not seconds"
+            )
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time (2026-12-24T09:00:00Z) or epoch milliseconds")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an RFC 3339 time such as 2026-12-24T09:00:00Z"
+        ) from None
+    if moment.tzinfo is None or "T" not in value.upper().replace(" ", "T"):
+        raise ValueError(f"{value!r} needs a date, a time and an offset (Z or +01:00)")
+    return round(moment.timestamp() * 1000)
+
+
+SendAt = Annotated[StrictInt, BeforeValidator(parse_send_at)]
 
 
 class _CamelModel(BaseModel):
@@ -253,6 +286,20 @@ def _as_recipient(value: Any) -> Any:
     return value
 
 
+class Part(_CamelModel):
+    """Which part of a split intent this is (see `dispatcher.fanout`)."""
+
+    of: IntentId
+    index: Annotated[StrictInt, Field(ge=1, le=MAX_PARTS)]
+    count: Annotated[StrictInt, Field(ge=2, le=MAX_PARTS)]
+
+    @model_validator(mode="after")
+    def _index_within_count(self) -> Self:
+        if self.index > self.count:
+            raise ValueError(f"index: {self.index} is beyond the count of {self.count}")
+        return self
+
+
 class Intent(_CamelModel):
     """One notification to one or more recipients, as a producer enqueues it (schema v1)."""
 
@@ -274,8 +321,13 @@ class Intent(_CamelModel):
     data: dict[str, Any] | None = None
     locale: Annotated[str, Field(pattern=LOCALE_PATTERN)] | None = None
     attachment: Attachment | None = None
+    # Held until then (epoch ms; RFC 3339 is accepted and read as such); expiry counts
+    # from it.
+    send_at: SendAt | None = None
     # Set at intake so that expiry counts from when the producer asked, across retries.
     created_at: Annotated[StrictInt, Field(ge=0)] | None = None
+    # Set by the worker on each part of an intent it split; producers leave it out.
+    part: Part | None = None
 
     @field_validator("recipients", mode="before")
     @classmethod

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 DELAY_SUFFIX = ".DQ"
 DEAD_LETTER_SUFFIX = ".XQ"
+# The dispatcher's own: scheduled intents, held until their `sendAt` (not dramatiq's).
+SCHEDULE_SUFFIX = ".SQ"
 
 
 def delay_queue_name(queue_name: str) -> str:
@@ -95,6 +97,28 @@ class Keys:
 
     def delay_queue_messages(self, queue_name: str) -> str:
         return self.queue_messages(delay_queue_name(queue_name))
+
+    def schedule(self, queue_name: str) -> str:
+        """Sorted set of intent id -> `sendAt` (epoch ms): intents held until then.
+
+        Unlike the delay queue, nobody takes these into memory: a due one is moved onto
+        `queue_name` by one script, so a month of schedule costs no worker anything.
+        """
+        return self.queue(canonical_queue_name(queue_name) + SCHEDULE_SUFFIX)
+
+    def schedule_messages(self, queue_name: str) -> str:
+        """Hash of intent id -> message id, a line break, message body: the messages of
+        `schedule(queue_name)`."""
+        return f"{self.schedule(queue_name)}.msgs"
+
+    @property
+    def cancelled(self) -> str:
+        """Sorted set of cancelled intent ids -> when (epoch ms); none of them is sent."""
+        return f"{self.namespace}:cancelled"
+
+    def parts(self, intent_id: str) -> str:
+        """How an intent was split into parts (JSON), for `dispatcher status`."""
+        return f"{self.namespace}:parts:{intent_id}"
 
     def acks(self, worker_id: str, queue_name: str) -> str:
         """dramatiq's set of ids a worker took from a queue and has not acknowledged yet."""

@@ -67,6 +67,11 @@ def outgoing(queue_name: str, intent: Any, *, attempt: int, delay_ms: int) -> Ou
     return Outgoing(message_id, target, body)
 
 
+def scheduled_value(message: Outgoing) -> bytes:
+    """How a message waits on the schedule: its id, a line break, its body (see `queue`)."""
+    return message.message_id.encode() + b"\n" + message.body
+
+
 @dataclass(frozen=True, slots=True)
 class Queued:
     redis_id: str

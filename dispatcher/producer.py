@@ -4,20 +4,23 @@ Messages are written exactly as dramatiq's Redis broker writes them (body in
 `<ns>:<queue>.msgs`, id pushed onto `<ns>:<queue>`), so dramatiq producers and this one are
 interchangeable. Many intents go in one round trip. Each intent goes on the queue of its
 lane (`dispatcher.lanes`): transactional on the configured queue, bulk on `<queue>.bulk`.
+An intent with a `sendAt` still ahead waits on its lane's schedule (`<queue>.SQ`) instead.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
 
+from dispatcher.admission import Limits, admit
 from dispatcher.intents import Intent, check_size, parse_intent
+from dispatcher.keys import Keys
 from dispatcher.lanes import lane_of, lane_queue
 from dispatcher.logs import get_logger
-from dispatcher.messages import outgoing
+from dispatcher.messages import now_ms, outgoing
+from dispatcher.queue import schedule_commands
 from dispatcher.redisconn import RedisTarget, sync_redis_for, translate_target
 from dispatcher.render import Templates, check_template
 from dispatcher.settings import (
@@ -48,6 +51,7 @@ class Producer:
         connect_timeout_s: float = DEFAULT_REDIS_CONNECT_TIMEOUT_S,
         socket_timeout_s: float = DEFAULT_REDIS_SOCKET_TIMEOUT_S,
         target: RedisTarget | None = None,
+        limits: Limits | None = None,
     ) -> None:
         # `target` carries TLS files and sentinels when the settings have them.
         if target is None:
@@ -59,6 +63,8 @@ class Producer:
         self._queue_name = queue_name
         self._namespace = namespace
         self._templates = templates
+        self._keys = Keys(namespace)
+        self._limits = limits if limits is not None else Limits()
 
     @classmethod
     def from_settings(
@@ -80,6 +86,7 @@ class Producer:
             connect_timeout_s=settings.redis_connect_timeout_s,
             socket_timeout_s=settings.redis_socket_timeout_s,
             target=RedisTarget.of(settings),
+            limits=settings.limits,
         )
 
     def enqueue(self, intent: Intent | Mapping[str, Any]) -> str:
@@ -88,11 +95,14 @@ class Producer:
         return intent_id
 
     def check(self, intent: Intent) -> Intent:
-        """The intent, once it fits `MAX_INTENT_BYTES` and its template (if any) renders;
-        raises `IntentRefused` if not."""
+        """The intent, once it fits `MAX_INTENT_BYTES` and the limits (recipients, how far
+        ahead it is scheduled), and its template (if any) renders; raises `IntentRefused`
+        if not."""
+        now = now_ms()
+        admit(intent, self._limits, now_ms=now)
         check_size(intent)
         if self._templates is not None:
-            check_template(intent, self._templates, now_ms=time.time_ns() // 1_000_000)
+            check_template(intent, self._templates, now_ms=now)
         return intent
 
     def enqueue_many(
@@ -103,11 +113,11 @@ class Producer:
         Raises `IntentRefused` for the first invalid one, before anything is enqueued.
         `checked` says the intents already went through `check`.
         """
-        now_ms = time.time_ns() // 1_000_000
+        now = now_ms()
         ready = []
         for intent in intents:
             model = intent if isinstance(intent, Intent) else parse_intent(dict(intent))
-            ready.append((model if checked else self.check(model)).with_defaults(now_ms=now_ms))
+            ready.append((model if checked else self.check(model)).with_defaults(now_ms=now))
         self._push([(intent.to_wire(), 1, 0) for intent in ready])
         ids = [intent.id for intent in ready if intent.id is not None]
         log.debug("intent.enqueued", count=len(ids))
@@ -118,10 +128,23 @@ class Producer:
         self._push([(dict(intent), attempt, delay_ms)])
 
     def _push(self, items: list[tuple[dict[str, Any], int, int]]) -> None:
+        now = now_ms()
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 for intent, attempt, delay_ms in items:
                     queue_name = lane_queue(self._queue_name, lane_of(intent))
+                    send_at = intent.get("sendAt")
+                    if isinstance(send_at, int) and send_at > now + delay_ms:
+                        schedule_commands(
+                            pipe,
+                            self._keys,
+                            queue_name,
+                            str(intent["id"]),
+                            intent,
+                            send_at_ms=send_at,
+                            attempt=attempt,
+                        )
+                        continue
                     message = outgoing(queue_name, intent, attempt=attempt, delay_ms=delay_ms)
                     key = f"{self._namespace}:{message.queue_name}"
                     pipe.hset(f"{key}.msgs", message.message_id, message.body)

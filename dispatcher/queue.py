@@ -6,6 +6,7 @@ enqueues for the worker:
     <ns>:<queue>                    list of message ids waiting
     <ns>:<queue>.msgs               hash id -> message body (JSON)
     <ns>:<queue>.DQ / .DQ.msgs      the delay queue: messages with an `eta` option
+    <ns>:<queue>.SQ / .SQ.msgs      the schedule: intents held until their `sendAt`
     <ns>:__acks__.<worker>.<queue>  set of ids a worker has taken and not yet acknowledged
     <ns>:__heartbeats__             sorted set worker -> last beat (ms, Redis's clock)
     <ns>:__workers__                hash worker -> JSON list of the queues it takes from
@@ -30,7 +31,7 @@ from typing import Any
 import orjson
 
 from dispatcher.keys import Keys, delay_queue_name
-from dispatcher.messages import outgoing
+from dispatcher.messages import outgoing, scheduled_value
 
 DEFAULT_FETCH_MAX_BYTES = 32 * 1024 * 1024
 # Dead workers swept per beat: a fleet restarted at once is cleaned up over a few beats
@@ -108,6 +109,32 @@ redis.call('hset', KEYS[4], ARGV[2], ARGV[3])
 redis.call('rpush', KEYS[3], ARGV[2])
 return 1
 """
+
+# KEYS: schedule, schedule.msgs, queue, queue.msgs. ARGV: limit. Moves up to `limit`
+# intents whose `sendAt` has come (by Redis's clock) onto the queue; returns how many.
+# A stored value is `<message id>\n<body>`; one without the line break (not ours) goes on
+# as its own body, for the consumer to dead-letter with its text.
+_PROMOTE_SCHEDULED = (
+    _NOW
+    + """
+local due = redis.call('zrangebyscore', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+for _, id in ipairs(due) do
+    local value = redis.call('hget', KEYS[2], id)
+    redis.call('zrem', KEYS[1], id)
+    redis.call('hdel', KEYS[2], id)
+    if value then
+        local cut = string.find(value, '\\n', 1, true)
+        local message_id, body = id, value
+        if cut then
+            message_id, body = string.sub(value, 1, cut - 1), string.sub(value, cut + 1)
+        end
+        redis.call('hset', KEYS[4], message_id, body)
+        redis.call('rpush', KEYS[3], message_id)
+    end
+end
+return #due
+"""
+)
 
 # KEYS: heartbeats, workers, acks... ARGV: worker. A stopped worker that holds nothing
 # leaves, so no sweep ever looks for it; one that holds something stays to be swept.
@@ -211,6 +238,7 @@ class RedisQueue:
         self._retire = redis.register_script(_RETIRE)
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._sweep = redis.register_script(_SWEEP)
+        self._promote_scheduled = redis.register_script(_PROMOTE_SCHEDULED)
 
     async def fetch(
         self, queue_name: str, count: int, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
@@ -278,6 +306,50 @@ class RedisQueue:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.queue_messages(queue), message.message_id, message.body)
             pipe.rpush(self.keys.queue(queue), message.message_id)
+            await pipe.execute()
+
+    async def schedule(
+        self, queue_name: str, intent_id: str, intent: Any, *, send_at_ms: int, attempt: int = 1
+    ) -> None:
+        """Hold an intent on the schedule of `queue_name` until `send_at_ms`; a second
+        copy of the same intent id takes the place of the first."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            schedule_commands(
+                pipe,
+                self.keys,
+                queue_name,
+                intent_id,
+                intent,
+                send_at_ms=send_at_ms,
+                attempt=attempt,
+            )
+            await pipe.execute()
+
+    async def promote_scheduled(self, queue_name: str, limit: int) -> int:
+        """Move up to `limit` intents whose `sendAt` has come onto `queue_name`."""
+        return int(
+            await self._promote_scheduled(
+                keys=[
+                    self.keys.schedule(queue_name),
+                    self.keys.schedule_messages(queue_name),
+                    self.keys.queue(queue_name),
+                    self.keys.queue_messages(queue_name),
+                ],
+                args=[limit],
+            )
+        )
+
+    async def push_parts(
+        self, queue_name: str, parts: Sequence[Any], *, record_key: str, record: bytes, ttl_s: int
+    ) -> None:
+        """Put the parts of a split intent on `queue_name`, with the record of the split,
+        in one transaction: all of them or none."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for part in parts:
+                message = outgoing(queue_name, part, attempt=1, delay_ms=0)
+                pipe.hset(self.keys.queue_messages(queue_name), message.message_id, message.body)
+                pipe.rpush(self.keys.queue(queue_name), message.message_id)
+            pipe.set(record_key, record, ex=ttl_s)
             await pipe.execute()
 
     async def promote(self, delayed_id: str, body: bytes, queue_name: str | None = None) -> bool:
@@ -350,6 +422,23 @@ class RedisQueue:
         # The registry lists only these, and a sweep finds only the ack sets it lists.
         if queue_name not in self._served:
             raise ValueError(f"this worker serves {self._served}, not {queue_name!r}")
+
+
+def schedule_commands(
+    pipe: Any,
+    keys: Keys,
+    queue_name: str,
+    intent_id: str,
+    intent: Any,
+    *,
+    send_at_ms: int,
+    attempt: int = 1,
+) -> Any:
+    """Add to `pipe` (sync or async) the commands that hold an intent on the schedule."""
+    message = outgoing(queue_name, intent, attempt=attempt, delay_ms=0)
+    pipe.hset(keys.schedule_messages(queue_name), intent_id, scheduled_value(message))
+    pipe.zadd(keys.schedule(queue_name), {intent_id: send_at_ms})
+    return pipe
 
 
 def served_queues(entry: bytes | None, *, default: Sequence[str]) -> Sequence[str]:

@@ -24,17 +24,23 @@ from dispatcher.throughput import COUNTER_TTL_S, minute_of
 
 DEFAULT_RECEIPT_TTL_S = 30 * 24 * 3600
 
-# KEYS: receipt, claim of each intent in turn. ARGV: claim ttl ms, then each intent's owner.
-# Answers, for each intent: its receipt if there is one, else 1 if the claim was taken (or
-# is the owner's already), else 0 (busy).
+# KEYS: the cancelled set, then receipt and claim of each intent in turn. ARGV: claim ttl
+# ms, then for each intent its owner, its id and the id of the intent it is a part of ('' for
+# none). Answers, for each intent: its receipt if there is one, else 2 if it or the intent
+# it is part of was cancelled, else 1 if the claim was taken (or is the owner's already),
+# else 0 (busy).
 _CLAIM_MANY = """
-local ttl = ARGV[1]
+local cancelled, ttl = KEYS[1], ARGV[1]
 local out = {}
-for i = 1, #KEYS / 2 do
-    local receipt_key, claim_key, owner = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i + 1]
+for i = 1, (#KEYS - 1) / 2 do
+    local receipt_key, claim_key = KEYS[2 * i], KEYS[2 * i + 1]
+    local owner, id, whole = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
     local receipt = redis.call('get', receipt_key)
     if receipt then
         out[i] = receipt
+    elseif redis.call('zscore', cancelled, id)
+        or (whole ~= '' and redis.call('zscore', cancelled, whole)) then
+        out[i] = 2
     elseif redis.call('set', claim_key, owner, 'NX', 'PX', ttl) then
         out[i] = 1
     elseif redis.call('get', claim_key) == owner then
@@ -92,6 +98,10 @@ class ClaimState(Enum):
     CLAIMED = "claimed"
     ALREADY_SENT = "already_sent"
     BUSY = "busy"
+    CANCELLED = "cancelled"
+
+
+_CLAIM_STATES = {1: ClaimState.CLAIMED, 2: ClaimState.CANCELLED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,29 +128,32 @@ class Receipts:
         self._record_many = redis.register_script(_RECORD_MANY)
         self._release = redis.register_script(_RELEASE)
         # Sends that reach these steps in the same turn of the loop share one Redis call.
-        self._claims: Coalescer[tuple[str, str], Any] = Coalescer(self._claim_batch)
+        self._claims: Coalescer[tuple[str, str, str], Any] = Coalescer(self._claim_batch)
         self._records: Coalescer[Receipt, None] = Coalescer(self._record_batch)
 
-    async def claim(self, intent_id: str, owner: str | None = None) -> Claim:
-        """One round trip: the receipt if the intent went out already, else try to claim it.
+    async def claim(
+        self, intent_id: str, owner: str | None = None, *, part_of: str | None = None
+    ) -> Claim:
+        """One round trip: the receipt if the intent went out already, else CANCELLED if it
+        (or the intent `part_of` names, for a part) was cancelled, else try to claim it.
 
         An `owner` that stays the same when an attempt runs again (after Redis failed under
         it) finds its own claim held, not busy: the claim may have been taken by a call whose
         answer was lost, and waiting for it to expire would hold the intent for nothing.
         """
         owner = owner or secrets.token_hex(8)
-        answer = await self._claims.submit((intent_id, owner))
+        answer = await self._claims.submit((intent_id, owner, part_of or ""))
         if isinstance(answer, bytes | str):
             return Claim(ClaimState.ALREADY_SENT, owner, Receipt.from_json(answer))
-        return Claim(ClaimState.CLAIMED if answer == 1 else ClaimState.BUSY, owner)
+        return Claim(_CLAIM_STATES.get(answer, ClaimState.BUSY), owner)
 
-    async def _claim_batch(self, requests: Sequence[tuple[str, str]]) -> list[Any]:
-        keys: list[str] = []
-        owners: list[str] = []
-        for intent_id, owner in requests:
+    async def _claim_batch(self, requests: Sequence[tuple[str, str, str]]) -> list[Any]:
+        keys: list[str] = [self._keys.cancelled]
+        args: list[Any] = [self._claim_ttl_ms]
+        for intent_id, owner, part_of in requests:
             keys += [self._keys.receipt(intent_id), self._keys.claim(intent_id)]
-            owners.append(owner)
-        answers: list[Any] = await self._claim_many(keys=keys, args=[self._claim_ttl_ms, *owners])
+            args += [owner, intent_id, part_of]
+        answers: list[Any] = await self._claim_many(keys=keys, args=args)
         return answers
 
     async def record(self, receipt: Receipt) -> None:

@@ -33,13 +33,16 @@ class Templates(Protocol):
 
 
 def remaining_expire_time(intent: Intent, *, now_ms: int) -> int | None:
-    """Seconds of life the intent still has, counted from when it was enqueued.
+    """Seconds of life the intent still has, counted from when it was enqueued, or from its
+    `sendAt` when it was scheduled.
 
     Returns None when the intent sets no `expireTime`; 0 or less means it has expired.
     """
     if intent.expire_time is None:
         return None
     created = intent.created_at if intent.created_at is not None else now_ms
+    if intent.send_at is not None:
+        created = max(created, intent.send_at)
     elapsed_s = max(0, now_ms - created) // 1000
     return intent.expire_time - elapsed_s
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from dispatcher.backoff import RetryPolicy
+from dispatcher.cancels import CancelWatch
 from dispatcher.catapush.accounts import accounts_from
 from dispatcher.catapush.connect import open_account_tokens
 from dispatcher.catapush.router import AccountRouter
@@ -71,6 +72,8 @@ class WorkerResources:
             settings.max_attempts, settings.backoff_min_ms, settings.backoff_max_ms
         )
         self.tokens: TokenSource | None = None
+        # The cancelled ids, for the worker to keep reading (`CancelWatch.run`).
+        self.cancels: CancelWatch | None = None
 
     def open(self) -> tuple[aioredis.Redis, Deliverer]:
         settings = self._settings
@@ -100,6 +103,7 @@ class WorkerResources:
             )
             self._closers.insert(0, router.aclose)
             self.tokens = router.default.tokens
+        self.cancels = CancelWatch(redis, keys)
         deliverer = Deliverer(
             sender=client,
             receipts=Receipts(
@@ -124,6 +128,8 @@ class WorkerResources:
             notify_callback_url=str(settings.callback_url) if settings.callback_url else None,
             templates=load_templates(settings.templates_dir),
             route=None if router is None else router.route,
+            limits=settings.limits,
+            cancels=self.cancels,
         )
         return redis, deliverer
 

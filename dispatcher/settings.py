@@ -11,6 +11,12 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, FilePath, HttpUrl, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dispatcher.admission import (
+    DEFAULT_MAX_INTENT_RECIPIENTS,
+    DEFAULT_MAX_RECIPIENTS,
+    DEFAULT_MAX_SCHEDULE_DAYS,
+    Limits,
+)
 from dispatcher.errors import ConfigurationError
 from dispatcher.lanes import DEFAULT_BULK_SHARE
 
@@ -38,6 +44,7 @@ DEFAULT_CONCURRENCY = 128
 # How long a receipt keeps a resent or replayed intent from going out twice, and how long the
 # status callbacks of a message are kept; both bound what Redis holds per message sent.
 DEFAULT_RECEIPT_TTL_DAYS = 30.0
+
 DEFAULT_STATUS_TTL_DAYS = 30.0
 SECONDS_PER_DAY = 24 * 3600
 
@@ -103,6 +110,11 @@ class Settings(BaseSettings):
     redis_sentinel_password: SecretStr | None = None
     receipt_ttl_days: PositiveDays = DEFAULT_RECEIPT_TTL_DAYS
     status_ttl_days: PositiveDays = DEFAULT_STATUS_TTL_DAYS
+    # Recipients per Catapush message: a larger intent is sent as parts of this size.
+    max_recipients: Annotated[int, Field(ge=1)] = DEFAULT_MAX_RECIPIENTS
+    # Recipients one intent may carry at all; intake refuses more.
+    max_intent_recipients: Annotated[int, Field(ge=1)] = DEFAULT_MAX_INTENT_RECIPIENTS
+    max_schedule_days: PositiveDays = DEFAULT_MAX_SCHEDULE_DAYS
 
     @model_validator(mode="after")
     def _backoff_bounds_are_ordered(self) -> Self:
@@ -157,6 +169,15 @@ class Settings(BaseSettings):
             host, _, port = item.strip().rpartition(":")
             pairs.append((host, int(port)))
         return tuple(pairs)
+
+    @property
+    def limits(self) -> Limits:
+        """What intake admits beyond the intent's own schema."""
+        return Limits(
+            max_recipients=self.max_recipients,
+            max_intent_recipients=self.max_intent_recipients,
+            max_schedule_ms=round(self.max_schedule_days * SECONDS_PER_DAY * 1000),
+        )
 
     @property
     def receipt_ttl_s(self) -> int:

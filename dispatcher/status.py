@@ -1,5 +1,6 @@
-"""Where an intent stands, read from the receipts, the dead-letter store and the status
-callbacks Catapush sent for it."""
+"""Where an intent stands, read from the receipts, the dead-letter store, the cancel marks,
+the schedule and the status callbacks Catapush sent for it. An intent split into parts
+(`dispatcher.fanout`) is reported as a whole and part by part."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import orjson
 import redis
 
 from dispatcher.deadletters import DeadLetters
+from dispatcher.fanout import part_id
 from dispatcher.keys import Keys
 from dispatcher.lanes import LANES, lane_queue
 from dispatcher.receipts import ReceiptReader
@@ -53,6 +55,9 @@ def _waiting(
 def _waiting_in(
     client: redis.Redis, keys: Keys, queue_name: str, intent_id: str
 ) -> dict[str, Any] | None:
+    send_at = client.zscore(keys.schedule(queue_name), intent_id)
+    if send_at is not None:
+        return {"id": intent_id, "state": "scheduled", "send_at_ms": int(send_at)}
     queued = find_queued(client, f"{keys.queue(queue_name)}.msgs", intent_id)
     if queued is not None:
         return {"id": intent_id, "state": "queued", "attempt": _attempt(queued)}
@@ -72,7 +77,9 @@ def _attempt(message: dict[str, Any]) -> int:
     return attempt if isinstance(attempt, int) else 1
 
 
-def _delivery(client: redis.Redis, keys: Keys, queue_name: str, intent_id: str) -> dict[str, Any]:
+def _delivery(
+    client: redis.Redis, keys: Keys, queue_name: str, intent_id: str, *, scan: bool = True
+) -> dict[str, Any]:
     receipt = ReceiptReader(client, keys).get(intent_id)
     if receipt is not None:
         return {
@@ -93,10 +100,69 @@ def _delivery(client: redis.Redis, keys: Keys, queue_name: str, intent_id: str) 
             "detail": entry.detail,
             "dead_at": entry.dead_at,
         }
+    cancelled_at = client.zscore(keys.cancelled, intent_id)
+    parts = _parts(client, keys, intent_id)
+    if parts is not None:
+        return _whole(
+            client, keys, queue_name, intent_id, parts, cancelled=cancelled_at is not None
+        )
+    if cancelled_at is not None:
+        return {"id": intent_id, "state": "cancelled", "cancelled_at_ms": int(cancelled_at)}
     if client.exists(keys.claim(intent_id)):
         return {"id": intent_id, "state": "sending"}
+    if not scan:
+        # A part: its whole was split, so it waits on a queue (a scan per part would read
+        # a long queue once for each of them).
+        return {"id": intent_id, "state": "waiting"}
     waiting = _waiting(client, keys, queue_name, intent_id)
     return waiting if waiting is not None else {"id": intent_id, "state": "unknown"}
+
+
+def _parts(client: redis.Redis, keys: Keys, intent_id: str) -> dict[str, Any] | None:
+    raw = cast(bytes | None, client.get(keys.parts(intent_id)))
+    if raw is None:
+        return None
+    try:
+        record: Any = orjson.loads(raw)
+        return {"count": int(record["count"]), **record}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _whole(
+    client: redis.Redis,
+    keys: Keys,
+    queue_name: str,
+    intent_id: str,
+    record: dict[str, Any],
+    *,
+    cancelled: bool,
+) -> dict[str, Any]:
+    """A split intent: the state of each part, and of the whole (one state if every part
+    is in it, else `partial`). Once the whole is cancelled, no part still waiting is sent."""
+    parts = []
+    for index in range(1, record["count"] + 1):
+        part = _delivery(client, keys, queue_name, part_id(intent_id, index), scan=False)
+        if cancelled and part["state"] == "waiting":
+            part["state"] = "cancelled"
+        parts.append(part)
+    states = {part["state"] for part in parts}
+    report: dict[str, Any] = {
+        "id": intent_id,
+        "state": states.pop() if len(states) == 1 else "partial",
+        "recipients": record.get("recipients"),
+        "split_at_ms": record.get("split_at_ms"),
+        "parts_by_state": _count_states(parts),
+        "parts": parts,
+    }
+    return report
+
+
+def _count_states(parts: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for part in parts:
+        counts[part["state"]] = counts.get(part["state"], 0) + 1
+    return counts
 
 
 def callback_events(client: redis.Redis, keys: Keys, intent_id: str) -> list[Any]:
@@ -112,8 +178,9 @@ def callback_events(client: redis.Redis, keys: Keys, intent_id: str) -> list[Any
 
 
 def intent_status(client: redis.Redis, settings: Settings, intent_id: str) -> dict[str, Any]:
-    """The state (sent, dead, sending, queued, retrying or unknown) and every callback stored
-    for the intent.
+    """The state (sent, dead, cancelled, sending, scheduled, queued, retrying, partial for a
+    split intent whose parts differ, waiting for a part not yet sent, or unknown) and every
+    callback stored for the intent.
 
     The state comes from the receipt and the dead letter only: callbacks tell what happened
     on the devices, and an intent may have callbacks but no receipt (a worker killed between
@@ -149,7 +216,10 @@ def _human_fields(report: dict[str, Any]) -> dict[str, Any]:
     """The report's fields, each epoch-milliseconds time (`*_ms`) shown once, as a time."""
     fields: dict[str, Any] = {}
     for key, value in report.items():
-        if key == "callbacks":
+        if key in {"callbacks", "parts"}:
+            continue
+        if key == "parts_by_state":
+            fields["parts"] = ", ".join(f"{count} {state}" for state, count in value.items())
             continue
         if key.endswith("_ms") and isinstance(value, int) and not isinstance(value, bool):
             name = key.removesuffix("_ms")
@@ -163,5 +233,12 @@ def format_status(report: dict[str, Any]) -> list[str]:
     """The report for humans: `key: value` lines (times in UTC, ISO 8601), then one line per
     callback event."""
     lines = [f"{key}: {value}" for key, value in _human_fields(report).items()]
+    for part in report.get("parts", []):
+        shown = " ".join(
+            f"{key}={value}"
+            for key, value in _human_fields(part).items()
+            if key not in {"id", "state"} and value is not None
+        )
+        lines.append(f"part {part['id']}: {part['state']} {shown}".rstrip())
     lines.extend(_callback_line(event) for event in report.get("callbacks", []))
     return lines

@@ -105,6 +105,7 @@ async def serve_queue(
         actor=DELIVER_ACTOR,
     )
     runner = None
+    watch: asyncio.Task[None] | None = None
     started = time.monotonic()
     try:
         if probe is not None:
@@ -123,8 +124,13 @@ async def serve_queue(
                     f"{exc.strerror or exc}"
                 ) from exc
             log.info("probe.started", host=probe.host, port=probe.port)
+        cancels = resources.cancels
+        if cancels is not None:
+            watch = asyncio.create_task(cancels.run(stop), name="cancels")
         await consumer.run(stop)
     finally:
+        if watch is not None:
+            watch.cancel()
         if runner is not None:
             await runner.cleanup()
         await resources.aclose()

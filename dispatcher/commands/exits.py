@@ -32,6 +32,11 @@ STATUS = epilog(
     "1 nothing is known of it, or " + REDIS_DOWN[2:],
     USAGE,
 )
+CANCEL = epilog(
+    "0 every intent cancelled (for a split one: its unsent parts)",
+    "1 an intent went out already or was being sent, or " + REDIS_DOWN[2:],
+    USAGE,
+)
 DLQ_LIST = epilog("0 listed", REDIS_DOWN, USAGE)
 DLQ_SHOW = epilog("0 shown", "1 no such dead letter, or " + REDIS_DOWN[2:], USAGE)
 DLQ_REPLAY = epilog(

@@ -38,12 +38,16 @@ class FakeReceipts:
         self.record_failures = 0
         self.release_error: BaseException | None = None
         self.claims: list[tuple[str, str | None]] = []
+        self.parts_of: list[str | None] = []
         self.recorded: list[Receipt] = []
         self.record_calls = 0
         self.released: list[tuple[str, str]] = []
 
-    async def claim(self, intent_id: str, owner: str | None = None) -> Claim:
+    async def claim(
+        self, intent_id: str, owner: str | None = None, *, part_of: str | None = None
+    ) -> Claim:
         self.claims.append((intent_id, owner))
+        self.parts_of.append(part_of)
         if self.claim_error is not None:
             raise self.claim_error
         return Claim(self.state, owner or "generated-owner", self.receipt)

@@ -18,6 +18,7 @@ from dispatcher.delivery import Reschedule
 from dispatcher.durable import Recorder
 from dispatcher.errors import TokenUnavailable
 from dispatcher.health import CREDENTIALS, REDIS, Health
+from dispatcher.keys import Keys
 from dispatcher.messages import message_body
 from dispatcher.outcome import DeadLetter, Sent
 
@@ -68,6 +69,9 @@ class FakeQueue:
         self.acked: list[str] = []
         self.requeued: list[str] = []
         self.enqueued: list[tuple[Any, int, int]] = []
+        self.scheduled: list[tuple[str, str, int]] = []
+        self.parts: list[tuple[str, list[Any], str]] = []
+        self.keys = Keys("test")
         self.fetch_budgets: list[int] = []
         self.fetches_while_down = 0
 
@@ -111,6 +115,22 @@ class FakeQueue:
     async def promote(self, delayed_id: str, body: bytes, queue_name: str | None = None) -> bool:
         self.store.check()
         return True
+
+    async def promote_scheduled(self, queue_name: str, limit: int) -> int:
+        self.store.check()
+        return 0
+
+    async def schedule(
+        self, queue_name: str, intent_id: str, intent: Any, *, send_at_ms: int, attempt: int = 1
+    ) -> None:
+        self.store.check()
+        self.scheduled.append((queue_name, intent_id, send_at_ms))
+
+    async def push_parts(
+        self, queue_name: str, parts: list[Any], *, record_key: str, record: bytes, ttl_s: int
+    ) -> None:
+        self.store.check()
+        self.parts.append((queue_name, parts, record_key))
 
     async def retire(self) -> bool:
         self.store.check()

@@ -1,0 +1,56 @@
+"""What intake admits beyond an intent's own schema: limits that are settings. Pure.
+
+The schema (`dispatcher.intents`) holds what Catapush documents; these limits are the
+deployment's: how many recipients one intent may carry, and how far ahead it may be
+scheduled. Every door checks them (Python, CLI, HTTP), and the worker checks them again for
+intents that came from a raw Redis producer, which no intake saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dispatcher.errors import IntentRefused
+from dispatcher.intents import Intent
+
+DEFAULT_MAX_RECIPIENTS = 100
+DEFAULT_MAX_INTENT_RECIPIENTS = 10_000
+DEFAULT_MAX_SCHEDULE_DAYS = 30.0
+MS_PER_DAY = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # Recipients per Catapush message; a larger intent is sent as parts of this size.
+    max_recipients: int = DEFAULT_MAX_RECIPIENTS
+    # Recipients one intent may carry at all.
+    max_intent_recipients: int = DEFAULT_MAX_INTENT_RECIPIENTS
+    # How far ahead of now `sendAt` may lie.
+    max_schedule_ms: int = round(DEFAULT_MAX_SCHEDULE_DAYS * MS_PER_DAY)
+
+
+def admission_problems(intent: Intent, limits: Limits, *, now_ms: int) -> list[str]:
+    """Each way the intent breaks `limits`, as `<field>: <reason>`; empty if none."""
+    problems: list[str] = []
+    count = len(intent.recipients)
+    if count > limits.max_intent_recipients:
+        problems.append(
+            f"recipients: {count} recipients, more than the {limits.max_intent_recipients} "
+            "one intent may carry (DISPATCHER_MAX_INTENT_RECIPIENTS); split it into several "
+            "intents"
+        )
+    if intent.send_at is not None and intent.send_at - now_ms > limits.max_schedule_ms:
+        days = limits.max_schedule_ms / MS_PER_DAY
+        problems.append(
+            f"sendAt: is {(intent.send_at - now_ms) / MS_PER_DAY:.1f} days ahead, more than the "
+            f"{days:g} days allowed (DISPATCHER_MAX_SCHEDULE_DAYS)"
+        )
+    return problems
+
+
+def admit(intent: Intent, limits: Limits, *, now_ms: int) -> Intent:
+    """The intent, if it keeps within `limits`; raises `IntentRefused` naming each field."""
+    problems = admission_problems(intent, limits, now_ms=now_ms)
+    if problems:
+        raise IntentRefused(problems)
+    return intent
