@@ -16,7 +16,9 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -168,6 +170,56 @@ def _orjson_dumps(value: Any, **_kwargs: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+class UtcStamp:
+    """Now as ISO 8601 in UTC, as structlog's `TimeStamper(fmt="iso", utc=True)` writes it.
+
+    The date and time of day are formatted once per second, not once per line: a worker
+    writes a line per send, and formatting a datetime cost more than rendering the line.
+    """
+
+    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self._clock_ns = clock_ns
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        second, micro = divmod(self._clock_ns() // 1000, 1_000_000)
+        if second != self._second:
+            moment = datetime.fromtimestamp(second, UTC)
+            self._prefix = moment.isoformat(timespec="seconds").removesuffix("+00:00")
+            self._second = second
+        # `isoformat()` leaves the fraction out when it is zero.
+        return f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
+
+
+_LEVEL_OF_METHOD = {"warn": "warning", "exception": "error"}
+
+
+class JsonLine:
+    """One processor for a structlog event's JSON line: what `add_log_level`, the UTC
+    `TimeStamper`, `mask_secrets`, `format_exc_info`, `redact_url_passwords` and the JSON
+    renderer do one after the other, in one pass over the event's values (a line per send
+    made the chain of seven processors a noticeable part of a worker's CPU)."""
+
+    def __init__(self, stamp: Callable[[], str] | None = None) -> None:
+        self._stamp = stamp or UtcStamp()
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+        event_dict["level"] = _LEVEL_OF_METHOD.get(method_name, method_name)
+        event_dict["timestamp"] = self._stamp()
+        if "exc_info" in event_dict:
+            event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+        for key, value in event_dict.items():
+            if _names_secret(key):
+                event_dict[key] = MASK
+            elif type(value) is str:
+                if "://" in value or "=" in value:
+                    event_dict[key] = redact_passwords(value)
+            elif type(value) not in _SCALARS:
+                event_dict[key] = _redacted(_masked(value))
+        return orjson.dumps(event_dict, default=str).decode()
+
+
 def configure_logging(log_format: Literal["json", "console"], level: int = logging.INFO) -> None:
     """Route structlog and the standard library (dramatiq logs there) to stderr."""
     shared: list[Any] = [
@@ -183,9 +235,16 @@ def configure_logging(log_format: Literal["json", "console"], level: int = loggi
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     # After the traceback is rendered to text: it may quote a URL too.
     last: list[Any] = [structlog.processors.format_exc_info, redact_url_passwords, renderer]
+    # The worker's own lines take the one-pass processor; the standard library's records
+    # (few) keep the chain, which `ProcessorFormatter` needs.
+    native: list[Any] = (
+        [*shared, *last]
+        if log_format == "console"
+        else [structlog.contextvars.merge_contextvars, JsonLine()]
+    )
 
     structlog.configure(
-        processors=[*shared, *last],
+        processors=native,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=LineLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
