@@ -10,6 +10,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from dispatcher.admission import Limits
 from dispatcher.backoff import RetryPolicy
 from dispatcher.deadletters import DeadLetterEntry
 from dispatcher.delivery import Deliverer, Route
@@ -128,6 +129,20 @@ class FakeSender:
         return answer if answer is not None else Accepted(f"cp-{len(self.sent)}")
 
 
+class FakeCancels:
+    """Ids in `ids` are cancelled; `marked` lists the marks written."""
+
+    def __init__(self, *ids: str) -> None:
+        self.ids = set(ids)
+        self.marked: list[tuple[str, int]] = []
+
+    def is_cancelled(self, intent_id: str, part_of: str | None = None) -> bool:
+        return intent_id in self.ids or (part_of is not None and part_of in self.ids)
+
+    async def mark(self, intent_id: str, when_ms: int) -> None:
+        self.marked.append((intent_id, when_ms))
+
+
 @dataclass
 class Rig:
     """A real `Deliverer` and the fakes behind it."""
@@ -142,6 +157,8 @@ class Rig:
     default_mobile_app_id: int | None = APP_ID
     templates: Templates | None = None
     route: Route | None = None
+    limits: Limits = field(default_factory=Limits)
+    cancels: FakeCancels | None = None
     deliverer: Deliverer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +175,8 @@ class Rig:
             templates=self.templates,
             clock_ms=clock,
             route=self.route,
+            limits=self.limits,
+            cancels=self.cancels,
         )
 
 
