@@ -1,6 +1,7 @@
 """The `serve` application: the operation table, the access check, and the server's life.
 
-- `enqueue`: `POST /v1/notifications`, `POST /v1/notifications:batch`;
+- `enqueue`: `POST /v1/notifications`, `POST /v1/notifications:batch`,
+  `POST /v1/notifications/{id}/cancel`;
 - `read`: `GET /v1/notifications/{id}`, `/v1/dead-letters[/{id}]`, `/v1/queues`, `/metrics`,
   and the console's pages;
 - `ops`: `POST /v1/dead-letters/{id}/replay`, `DELETE /v1/dead-letters/{id}`, and the
@@ -36,6 +37,7 @@ from dispatcher.http.models import (
     AcceptedBatch,
     Callback,
     CallbackQuery,
+    CancelAnswer,
     DeadLetter,
     DeadLetterPage,
     DeadLetterQuery,
@@ -145,6 +147,25 @@ API_OPERATIONS: Final = [
             **dict([_BAD, _UNAUTHORIZED, _FORBIDDEN, _UNAVAILABLE]),
             404: ("Nothing is known of this intent.", Errors),
         },
+    ),
+    Operation(
+        "POST",
+        "/v1/notifications/{id}/cancel",
+        ops.post_cancel,
+        "enqueue",
+        "Cancel an intent that has not gone out",
+        "notifications",
+        {
+            200: (
+                "Cancelled: it will not be sent (a split intent: its unsent parts).",
+                CancelAnswer,
+            ),
+            409: ("Not cancelled: it went out already, or was being sent.", CancelAnswer),
+            **dict([_BAD, _UNAUTHORIZED, _FORBIDDEN, _UNAVAILABLE]),
+        },
+        description="Queued, scheduled and retrying intents are never sent once cancelled; "
+        "an id not enqueued yet is cancelled too.",
+        patterns=_IDS,
     ),
     Operation(
         "GET",

@@ -97,11 +97,44 @@ class CallbackRecord(BaseModel):
     fallbackRef: str | None = None
 
 
+StatusState = Literal[
+    "sent",
+    "dead",
+    "cancelled",
+    "sending",
+    "scheduled",
+    "queued",
+    "retrying",
+    "waiting",
+    "partial",
+    "unknown",
+]
+
+
+class PartStatus(_Answer):
+    """One part of a split intent (its id is the part's `messageRef`)."""
+
+    id: str
+    state: StatusState
+    message_id: str | None = None
+    sent_at: str | None = None
+    attempts: int | None = None
+    reason: DeadReason | None = None
+    status_code: int | None = None
+    title: str | None = None
+    detail: str | None = None
+    dead_at: str | None = None
+    cancelled_at_ms: int | None = None
+
+
 class NotificationStatus(_Answer):
     """Where an intent stands: the same report as `dispatcher status ID --json`."""
 
     id: str
-    state: Literal["sent", "dead", "sending", "queued", "retrying", "unknown"]
+    state: StatusState = Field(
+        description="`partial`: a split intent whose parts are in different states; "
+        "`waiting`: a part not sent yet."
+    )
     message_id: str | None = Field(None, description="Catapush messageId (sent).")
     sent_at: str | None = None
     attempts: int | None = None
@@ -110,9 +143,30 @@ class NotificationStatus(_Answer):
     title: str | None = None
     detail: str | None = None
     dead_at: str | None = None
+    lane: Lane | None = Field(None, description="The lane it waits in (queued, retrying).")
     attempt: int | None = Field(None, description="The attempt waiting (queued, retrying).")
     eta_ms: int | None = Field(None, description="When a retry is due (epoch ms).")
+    eta: str | None = Field(None, description="When a retry is due (RFC 3339, UTC).")
+    send_at_ms: int | None = Field(None, description="When a scheduled intent goes (epoch ms).")
+    cancelled_at_ms: int | None = Field(None, description="When it was cancelled (epoch ms).")
+    recipients: int | None = Field(None, description="Recipients of a split intent.")
+    split_at_ms: int | None = Field(None, description="When it was split (epoch ms).")
+    parts_by_state: dict[str, int] | None = Field(None, description="A split intent's parts.")
+    parts: list[PartStatus] | None = None
     callbacks: list[CallbackRecord | str]
+
+
+class CancelAnswer(_Answer):
+    """What a cancel did: the same object as a line of `dispatcher cancel --json`."""
+
+    id: str
+    state: Literal["cancelled", "sent", "sending"] = Field(
+        description="`cancelled`: it will not be sent (a split intent: its unsent parts); "
+        "`sent`: it went out before; `sending`: a worker was sending it at that moment."
+    )
+    message_id: str | None = None
+    parts: int | None = None
+    parts_sent: int | None = None
 
 
 class DeadLetter(_Answer):

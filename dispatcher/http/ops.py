@@ -10,10 +10,12 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from dispatcher.cancels import canceller_for
 from dispatcher.deadletters import DeadLetterEntry, DeadLetters
 from dispatcher.errors import RedisRefused, RedisUnavailable
 from dispatcher.http.answers import Refused, json_answer
 from dispatcher.http.models import (
+    CancelAnswer,
     DeadLetter,
     DeadLetterPage,
     DeadLetterQuery,
@@ -64,6 +66,18 @@ async def get_notification(request: web.Request) -> web.Response:
     if report is None:
         raise Refused(404, [f"id: nothing is known of {intent_id!r}"])
     return json_answer(NotificationStatus.model_validate(report))
+
+
+async def post_cancel(request: web.Request) -> web.Response:
+    """Cancel an intent: 200 when stopped, 409 when it went out already or was being sent."""
+    state = request.app[STATE]
+    intent_id = request.match_info["id"]
+    canceller = canceller_for(state.sync_redis, state.settings)
+    answer = await _in_thread(state, "cancel", canceller.cancel, intent_id)
+    log.info("intent.cancel_requested", intent_id=intent_id, state=answer.state)
+    return json_answer(
+        CancelAnswer.model_validate(answer.to_json()), status=200 if answer.stopped else 409
+    )
 
 
 # -- Dead letters ------------------------------------------------------------------------------

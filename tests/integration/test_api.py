@@ -5,6 +5,7 @@ stored once, bad requests, dead letters and the queue overview."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from dispatcher.http.app import ACCESS, build_app
 from dispatcher.http.routes import PUBLIC
 from dispatcher.intents import MAX_INTENT_BYTES
 from dispatcher.keys import Keys
+from dispatcher.receipts import Receipt
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
 from tests.conftest import wait_until
@@ -71,7 +73,7 @@ def test_every_protected_route_of_the_router_wants_a_token(
     assert set(access) == set(routes)  # every route of the router has its access decided
     assert {route for route in routes if access[route][0] == PUBLIC} == EXPECTED_PUBLIC
     protected = [route for route in routes if route not in EXPECTED_PUBLIC]
-    assert len(protected) == 19
+    assert len(protected) == 20
     for method, path in protected:
         url = re.sub(r"\{\w+\}", "some-id-1", path)
         for headers in ({}, auth("wrong-token-0000000000001"), {"Cookie": "dispatcher_token=x"}):
@@ -249,6 +251,43 @@ def test_dead_letters_and_the_queue_overview_over_http(
     assert overview["dead_letters"] == 1
     assert overview["rates"]["sent_last_hour"] == 2
     assert overview["rates"]["dead_last_hour"] == 3
+
+
+def test_cancel_and_the_status_of_scheduled_and_cancelled_intents_over_http(
+    locked: ServerProcess, settings: Settings, redis_client: redis.Redis
+) -> None:
+    """A scheduled intent shows as such, is cancelled (200) and then shows as cancelled; a
+    sent one is not cancelled (409); `read` alone may not cancel."""
+    http, headers = locked.http, auth(ALL)
+    later = "2099-01-01T00:00:00Z"
+    body = {"id": "http-sched-1", "recipients": ["alice"], "text": "hi", "sendAt": later}
+    too_far = http.post("/v1/notifications", json=body, headers=headers)
+    assert too_far.status_code == 422
+    assert too_far.json()["errors"][0].startswith("sendAt: ")
+    body["sendAt"] = int(time.time() * 1000) + 3_600_000
+    assert http.post("/v1/notifications", json=body, headers=headers).status_code == 202
+    shown = http.get("/v1/notifications/http-sched-1", headers=headers)
+    assert (shown.status_code, shown.json()["state"]) == (200, "scheduled")
+    assert shown.json()["send_at_ms"] == body["sendAt"]
+    denied = http.post("/v1/notifications/http-sched-1/cancel", headers=auth(READER))
+    assert denied.status_code == 403
+    cancelled = http.post("/v1/notifications/http-sched-1/cancel", headers=auth(WRITER))
+    assert (cancelled.status_code, cancelled.json()) == (
+        200,
+        {"id": "http-sched-1", "state": "cancelled"},
+    )
+    after = http.get("/v1/notifications/http-sched-1", headers=headers).json()
+    assert after["state"] == "cancelled"
+    assert isinstance(after["cancelled_at_ms"], int)
+
+    keys = Keys(settings.namespace)
+    receipt = Receipt("http-sent-01", "cp-1", "2026-01-01T00:00:00.000Z", 1)
+    redis_client.set(keys.receipt("http-sent-01"), receipt.to_json())
+    sent = http.post("/v1/notifications/http-sent-01/cancel", headers=headers)
+    assert (sent.status_code, sent.json()) == (
+        409,
+        {"id": "http-sent-01", "state": "sent", "message_id": "cp-1"},
+    )
 
 
 def test_serve_off_loopback_without_tokens_refuses_to_start(settings_env: dict[str, str]) -> None:
