@@ -3,11 +3,13 @@ and the dead letters by reason. Read from Redis for `dispatcher status`, the wor
 `/metrics` and the server's `GET /v1/queues`.
 
 Depths are one call each. The age of a lane's oldest message is that of the head of its list
-(its body's `message_timestamp`, written by whoever enqueued it). Scheduled is every message
-on the lane's delay queue, held by a worker or not (their bodies stay in `<queue>.DQ.msgs`
-until due); retrying are those of them past their first attempt, which takes a scan of those
-bodies, as counting dead letters by reason takes a scan of the store: cheap for the few a
-healthy system holds, and an ops read, not a hot path.
+(its body's `message_timestamp`, written by whoever enqueued it). Scheduled is every intent
+held on the lane's schedule until its `sendAt` (`<queue>.SQ`), plus the first attempts a
+dramatiq producer put on the delay queue with a delay; retrying is every message on the
+delay queue past its first attempt, held by a worker or not (their bodies stay in
+`<queue>.DQ.msgs` until due). Telling the two apart takes a scan of those bodies, as counting
+dead letters by reason takes a scan of the store: cheap for the few a healthy system holds,
+and an ops read, not a hot path.
 """
 
 from __future__ import annotations
@@ -89,11 +91,12 @@ async def read_overview(
             pipe.llen(keys.queue(name))
             pipe.lindex(keys.queue(name), 0)
             pipe.hlen(keys.delay_queue_messages(name))
+            pipe.zcard(keys.schedule(name))
         answers = await pipe.execute()
     heads = {
-        index: answers[index * 3 + 1]
+        index: answers[index * 4 + 1]
         for index in range(len(names))
-        if answers[index * 3 + 1] is not None
+        if answers[index * 4 + 1] is not None
     }
     bodies: dict[int, bytes | None] = {}
     if heads:
@@ -111,9 +114,9 @@ async def read_overview(
             LaneFigures(
                 lane=lane,
                 queue=name,
-                depth=int(answers[index * 3]),
+                depth=int(answers[index * 4]),
                 oldest_age_s=age_s(bodies.get(index), at_ms),
-                scheduled=int(answers[index * 3 + 2]),
+                scheduled=int(answers[index * 4 + 3]) + int(answers[index * 4 + 2]) - retrying,
                 retrying=retrying,
             )
         )

@@ -48,7 +48,8 @@ def stale(queue: str, message_id: str, age_ms: int) -> bytes:
 
 def plant(settings: Settings, client: redis.Redis) -> None:
     """Bulk: a message 2 minutes old at the head, 4 more behind it, one retry (attempt 2) and
-    one deferred first attempt on its delay queue. Transactional: 3 waiting. Dead letters:
+    one deferred first attempt on its delay queue, one intent scheduled an hour ahead (the
+    deferred and the scheduled one make 2 scheduled). Transactional: 3 waiting. Dead letters:
     two rejected, one expired."""
     keys = Keys(settings.namespace)
     bulk = f"{settings.queue}.bulk"
@@ -61,6 +62,15 @@ def plant(settings: Settings, client: redis.Redis) -> None:
                 for n in range(4)
             ]
             + [{"id": f"tx-{n:03d}", "recipients": [f"t{n}"], "text": "x"} for n in range(3)]
+            + [
+                {
+                    "id": "scheduled-1",
+                    "recipients": ["later"],
+                    "text": "x",
+                    "priority": "bulk",
+                    "sendAt": now_ms() + 60 * MINUTE_MS,
+                }
+            ]
         )
         later = {"recipients": ["later"], "text": "x", "priority": "bulk"}
         producer.requeue(later | {"id": "retry-2"}, attempt=2, delay_ms=3_600_000)
