@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +39,9 @@ WATCH_INTERVAL_S = 1.0
 # (a receipt's retention, or the longest schedule plus a week of retries, whichever is
 # longer).
 MIN_KEEP_MS = 7 * 86_400_000
+
+# Ids cancelled per batch of round trips.
+CANCEL_BATCH = 1_000
 
 # KEYS: cancelled, receipt, claim, then schedule and schedule.msgs of each lane.
 # ARGV: intent id, keep ms. Returns {state, detail}.
@@ -128,41 +131,85 @@ class Canceller:
 
     def cancel(self, intent_id: str) -> Cancellation:
         """Stop `intent_id` unless it went out already; see `Cancellation`."""
-        parts = self._parts(intent_id)
-        parts_sent = 0
-        if parts is not None:
-            receipts = self._client.mget(
-                [self._keys.receipt(part_id(intent_id, index)) for index in range(1, parts + 1)]
-            )
-            parts_sent = sum(receipt is not None for receipt in receipts)
-            if parts_sent == parts:
-                return Cancellation(intent_id, "sent", parts=parts, parts_sent=parts_sent)
+        [answer] = self.cancel_many([intent_id])
+        return answer
+
+    def cancel_many(self, intent_ids: Sequence[str]) -> list[Cancellation]:
+        """`cancel` for each id, a batch at a time in three round trips per batch."""
+        answers: list[Cancellation] = []
+        for start in range(0, len(intent_ids), CANCEL_BATCH):
+            answers += self._cancel_batch(intent_ids[start : start + CANCEL_BATCH])
+        return answers
+
+    def _cancel_batch(self, intent_ids: Sequence[str]) -> list[Cancellation]:
+        with self._client.pipeline(transaction=False) as pipe:
+            for intent_id in intent_ids:
+                pipe.get(self._keys.parts(intent_id))
+            records = pipe.execute()
+        counts = {
+            intent_id: count
+            for intent_id, record in zip(intent_ids, records, strict=True)
+            if (count := _part_count(record)) is not None
+        }
+        sent: dict[str, int] = {}
+        if counts:
+            with self._client.pipeline(transaction=False) as pipe:
+                for intent_id, count in counts.items():
+                    pipe.mget(
+                        [
+                            self._keys.receipt(part_id(intent_id, index))
+                            for index in range(1, count + 1)
+                        ]
+                    )
+                for intent_id, receipts in zip(counts, pipe.execute(), strict=True):
+                    sent[intent_id] = sum(receipt is not None for receipt in receipts)
+        done = {intent_id for intent_id, count in counts.items() if sent[intent_id] == count}
+        pending = [intent_id for intent_id in intent_ids if intent_id not in done]
+        with self._client.pipeline(transaction=False) as pipe:
+            for intent_id in pending:
+                self._script(
+                    keys=self._script_keys(intent_id), args=[intent_id, self._keep_ms], client=pipe
+                )
+            outcomes = dict(zip(pending, pipe.execute(), strict=True))
+        answers = []
+        for intent_id in intent_ids:
+            parts = counts.get(intent_id)
+            parts_sent = sent.get(intent_id)
+            if intent_id in done:
+                answers.append(Cancellation(intent_id, "sent", parts=parts, parts_sent=parts_sent))
+                continue
+            state, detail = (_text(item) for item in outcomes[intent_id])
+            if state == "sent":
+                message_id = Receipt.from_json(detail).message_id
+                answers.append(Cancellation(intent_id, "sent", message_id=message_id))
+            elif state == "sending":
+                answers.append(Cancellation(intent_id, "sending"))
+            else:
+                answers.append(
+                    Cancellation(
+                        intent_id,
+                        "cancelled",
+                        unscheduled=detail == "1",
+                        parts=parts,
+                        parts_sent=parts_sent,
+                    )
+                )
+        return answers
+
+    def _script_keys(self, intent_id: str) -> list[str]:
         keys = [self._keys.cancelled, self._keys.receipt(intent_id), self._keys.claim(intent_id)]
         for lane in LANES:
             queue = lane_queue(self._queue_name, lane)
             keys += [self._keys.schedule(queue), self._keys.schedule_messages(queue)]
-        state, detail = (
-            _text(item) for item in self._script(keys=keys, args=[intent_id, self._keep_ms])
-        )
-        if state == "sent":
-            return Cancellation(intent_id, "sent", message_id=Receipt.from_json(detail).message_id)
-        if state == "sending":
-            return Cancellation(intent_id, "sending")
-        return Cancellation(
-            intent_id,
-            "cancelled",
-            unscheduled=detail == "1",
-            parts=parts,
-            parts_sent=parts_sent if parts is not None else None,
-        )
+        return keys
 
-    def _parts(self, intent_id: str) -> int | None:
-        raw = self._client.get(self._keys.parts(intent_id))
-        if raw is None:
-            return None
-        with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError, ValueError):
-            return int(orjson.loads(raw)["count"])
+
+def _part_count(record: Any) -> int | None:
+    if record is None:
         return None
+    with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+        return int(orjson.loads(record)["count"])
+    return None
 
 
 def _text(value: Any) -> str:
@@ -222,12 +269,11 @@ def canceller_for(client: redis.Redis, settings: Settings) -> Canceller:
 
 def cancel_intents(intent_ids: Iterable[str], settings: Settings) -> list[Cancellation]:
     """Cancel each intent on the settings' Redis; raises `RedisUnavailable` or
-    `RedisRefused` when Redis fails (the ones before it are cancelled)."""
+    `RedisRefused` when Redis fails (the batches before it are cancelled)."""
     target = RedisTarget.of(settings)
     client = sync_redis_for(target)
     try:
-        canceller = canceller_for(client, settings)
-        return [canceller.cancel(intent_id) for intent_id in intent_ids]
+        return canceller_for(client, settings).cancel_many(list(intent_ids))
     except RedisError as exc:
         raise translate_target(exc, target) from exc
     finally:

@@ -17,10 +17,11 @@ import orjson
 import pytest
 import redis
 
+from dispatcher.cancels import cancel_intents
 from dispatcher.fanout import part_id
 from dispatcher.keys import Keys
 from dispatcher.producer import Producer
-from dispatcher.receipts import ReceiptReader
+from dispatcher.receipts import Receipt, ReceiptReader
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
 from tests.conftest import WorkerProcess, wait_until
@@ -289,3 +290,18 @@ def test_intake_refuses_bad_priority_send_at_and_recipient_counts_by_field(
     keys = Keys(settings.namespace)
     assert redis_client.llen(keys.queue(settings.queue)) == 2
     assert redis_client.zcard(keys.schedule(settings.queue)) == 0
+
+
+def test_cancel_of_thousands_of_ids_in_batches_answers_each_in_order(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    keys = Keys(settings.namespace)
+    ids = [f"bulk-cancel-{n:05d}" for n in range(2_500)]
+    receipt = Receipt(ids[1_500], "cp-1500", "2026-01-01T00:00:00.000Z", 1)
+    redis_client.set(keys.receipt(ids[1_500]), receipt.to_json())
+    answers = cancel_intents(ids, settings)
+    assert [answer.intent_id for answer in answers] == ids
+    assert answers[1_500].state == "sent"
+    assert answers[1_500].message_id == "cp-1500"
+    assert {answer.state for n, answer in enumerate(answers) if n != 1_500} == {"cancelled"}
+    assert redis_client.zcard(keys.cancelled) == 2_499
