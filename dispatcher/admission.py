@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 from dispatcher.errors import IntentRefused
 from dispatcher.intents import Intent
 
@@ -17,6 +19,10 @@ DEFAULT_MAX_RECIPIENTS = 100
 DEFAULT_MAX_INTENT_RECIPIENTS = 10_000
 DEFAULT_MAX_SCHEDULE_DAYS = 30.0
 MS_PER_DAY = 86_400_000
+# Every part of a split intent carries its content (text, attachment, data); all the parts
+# together may hold at most this much of it, so that one campaign with an attachment cannot
+# fill Redis, or a worker's memory while it writes the parts.
+MAX_FANOUT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,17 @@ def admission_problems(intent: Intent, limits: Limits, *, now_ms: int) -> list[s
             "one intent may carry (DISPATCHER_MAX_INTENT_RECIPIENTS); split it into several "
             "intents"
         )
+    elif count > limits.max_recipients and intent.part is None:
+        parts = -(-count // limits.max_recipients)
+        shared = len(orjson.dumps(intent.model_dump(mode="json", exclude={"recipients"})))
+        if parts * shared > MAX_FANOUT_BYTES:
+            problems.append(
+                f"recipients: {count} recipients make {parts} messages (at most "
+                f"{limits.max_recipients} each, DISPATCHER_MAX_RECIPIENTS), each carrying the "
+                f"{shared} bytes of content: {parts * shared} bytes in all, more than the "
+                f"{MAX_FANOUT_BYTES} allowed; send a link rather than an attachment, or fewer "
+                "recipients"
+            )
     if intent.send_at is not None and intent.send_at - now_ms > limits.max_schedule_ms:
         days = limits.max_schedule_ms / MS_PER_DAY
         problems.append(

@@ -229,3 +229,24 @@ def test_a_cancel_the_worker_has_not_read_yet_is_caught_by_the_claim() -> None:
     result = run(rig.deliverer.attempt(intent(), 1))
     assert result == Cancelled("intent-00001")
     assert rig.sender.sent == []
+
+
+def test_a_split_that_would_copy_too_much_content_is_refused() -> None:
+    attachment = {
+        "filename": "leaflet.pdf",
+        "contentType": "application/pdf",
+        "data": "A" * (1024 * 1024),  # 1 MiB of base64
+    }
+    recipients = [f"u{n}" for n in range(10_000)]
+    heavy = parse_intent({"recipients": recipients, "text": "x", "attachment": attachment})
+    [problem] = admission_problems(heavy, Limits(), now_ms=NOW_MS)
+    assert problem.startswith("recipients: 10000 recipients make 100 messages")
+    assert "send a link" in problem
+    # The same content to 60 messages' worth stays within the budget.
+    lighter = parse_intent(
+        {"recipients": recipients[:6_000], "text": "x", "attachment": attachment}
+    )
+    assert admission_problems(lighter, Limits(), now_ms=NOW_MS) == []
+    # A single message carries its content once: no split, no budget.
+    alone = parse_intent({"recipients": recipients[:100], "text": "x", "attachment": attachment})
+    assert admission_problems(alone, Limits(), now_ms=NOW_MS) == []
