@@ -116,7 +116,10 @@ async def read_overview(
                 queue=name,
                 depth=int(answers[index * 4]),
                 oldest_age_s=age_s(bodies.get(index), at_ms),
-                scheduled=int(answers[index * 4 + 3]) + int(answers[index * 4 + 2]) - retrying,
+                # The scan runs after the count: retries added meanwhile must not make the
+                # delay queue's first attempts negative.
+                scheduled=int(answers[index * 4 + 3])
+                + max(0, int(answers[index * 4 + 2]) - retrying),
                 retrying=retrying,
             )
         )
