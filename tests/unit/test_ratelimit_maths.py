@@ -14,9 +14,11 @@ def test_a_burst_of_one_allows_no_run_ahead() -> None:
     assert burst_tolerance_ms(20, 1) == pytest.approx(0, abs=0.01)
 
 
-def test_the_tolerance_keeps_a_quarter_interval_for_jitter() -> None:
-    """At 20/s with a burst of 5, TAT may run 3.75 intervals (187.5 ms) ahead of now."""
-    assert burst_tolerance_ms(20, 5) == pytest.approx(187.5, abs=0.01)
+def test_the_tolerance_keeps_a_margin_for_jitter() -> None:
+    """At 20/s with a burst of 5, TAT may run 4 intervals less 25 ms (175 ms) ahead of now;
+    at 4/s a quarter interval (62.5 ms) is the larger margin."""
+    assert burst_tolerance_ms(20, 5) == pytest.approx(175.0, abs=0.01)
+    assert burst_tolerance_ms(4, 5) == pytest.approx(4 * 250 - 62.5, abs=0.01)
 
 
 def grants_within(rate: float, burst: int, window_ms: float) -> int:
@@ -41,7 +43,7 @@ def test_an_idle_limiter_lets_burst_requests_through_within_the_jitter_margin(
     rate: float, burst: int
 ) -> None:
     """From idle, `burst` requests go within the jitter margin (a quarter interval, or
-    12 ms at high rates), and never one more."""
+    25 ms at high rates), and never one more."""
     interval = 1000 / rate
     # The margin never holds the burst back past one request per interval.
     until = min(jitter_margin_ms(rate), (burst - 1) * interval) + 0.01 * interval
