@@ -348,12 +348,8 @@ class Http11Pool:
         self._host = parsed.raw_host
         self._port = parsed.port or (443 if parsed.scheme == "https" else 80)
         self._ssl: ssl.SSLContext | None = None
-        if parsed.scheme == "https" and ssl_context is None:
-            # As aiohttp's verified context: the default one, offering only HTTP/1.1.
-            ssl_context = ssl.create_default_context()
-            ssl_context.set_alpn_protocols(["http/1.1"])
         if parsed.scheme == "https":
-            self._ssl = ssl_context
+            self._ssl = ssl_context or ssl.create_default_context()
         # The request line and the Host header, as aiohttp writes them, made once.
         self._request_line = (
             f"POST {parsed.raw_path_qs} HTTP/1.1\r\nHost: {parsed.host_port_subcomponent}\r\n"
