@@ -22,7 +22,7 @@ an empty folder (so no `.env` leaks in) with a fresh `DISPATCHER_NAMESPACE`:
   the lag from `sendAt` to acceptance.
 - **cancel**: `--cancel-intents` bulk intents, one worker at `--cancel-rate` per second
   (burst 1); `--cancel-after` seconds after the first acceptance every id is cancelled with
-  `dispatcher.cancels.cancel_intents`. Reports how long that took, what it answered, how many
+  `dispatcher.store.cancels.cancel_intents`. Reports how long that took, what it answered, how many
   were accepted after it returned (only those it answered `sending` may be), and how long
   until the bulk queue (`LLEN <ns>:notifications.bulk`), its delay queue and the worker's
   taken messages were empty.
@@ -55,19 +55,19 @@ from benchmarks.common import MOBILE_APP_ID, BenchmarkError, percentile
 from benchmarks.procs import ManagedProcess
 from benchmarks.systems import _clean_environ, _is_worker_started, dispatcher_log_problems
 from dispatcher.admission import DEFAULT_MAX_INTENT_RECIPIENTS, DEFAULT_MAX_RECIPIENTS
-from dispatcher.cancels import cancel_intents
 from dispatcher.fanout import part_count, part_id, split
 from dispatcher.intents import parse_intent
-from dispatcher.keys import Keys, delay_queue_name
 from dispatcher.lanes import lane_queue
-from dispatcher.localredis import LocalRedis
 from dispatcher.messages import now_ms
 from dispatcher.producer import Producer
-from dispatcher.receipts import ReceiptReader
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.admin import SandboxAdmin
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import DEFAULT_QUEUE, Settings
+from dispatcher.store.cancels import cancel_intents
+from dispatcher.store.keys import Keys, delay_queue_name
+from dispatcher.store.localredis import LocalRedis
+from dispatcher.store.receipts import ReceiptReader
 
 ENQUEUE_BATCH = 2_000
 WORKER_START_DEADLINE_S = 60.0

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import BenchmarkError, percentile
-from dispatcher.localredis import LocalRedis
 from dispatcher.producer import Producer
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.admin import SandboxAdmin
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import DEFAULT_QUEUE
+from dispatcher.store.localredis import LocalRedis
 
 ENQUEUE_BATCH = 2_000
 WORKER_START_DEADLINE_S = 60.0

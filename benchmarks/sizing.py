@@ -29,13 +29,13 @@ import redis
 import redis.asyncio as aioredis
 
 from dispatcher.callbacks import CallbackEvent
-from dispatcher.callbackstore import store_callback
-from dispatcher.deadletters import DeadLetterEntry, DeadLetters
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
 from dispatcher.producer import Producer
-from dispatcher.receipts import Receipt
 from dispatcher.settings import DEFAULT_QUEUE, DEFAULT_RECEIPT_TTL_DAYS
+from dispatcher.store.callbacks import store_callback
+from dispatcher.store.deadletters import DeadLetterEntry, DeadLetters
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
+from dispatcher.store.receipts import Receipt
 
 NAMESPACE = "dispatcher"
 DEFAULT_N = 10_000

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import redis
 
-from dispatcher.localredis import LocalRedis
 from dispatcher.producer import Producer
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import DEFAULT_QUEUE
+from dispatcher.store.localredis import LocalRedis
 
 NAMESPACE = "soak"
 DEFAULT_N = 1_000_000

@@ -24,8 +24,8 @@ from benchmarks.redisstats import server_version
 from benchmarks.report import describe_machine, headline_ratios, render
 from benchmarks.sandboxlog import RequestLog
 from benchmarks.systems import BaselineSystem, DispatcherSystem, Environment, QueueSystem
-from dispatcher.localredis import LocalRedis
 from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.store.localredis import LocalRedis
 
 SYSTEMS = ("dispatcher", "baseline", "ceiling")
 DEFAULT_N = 5000

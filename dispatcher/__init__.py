@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-    from dispatcher.cancels import Cancellation
     from dispatcher.catapush.importer import ImportReport
     from dispatcher.intents import Intent
     from dispatcher.settings import Settings
+    from dispatcher.store.cancels import Cancellation
 
 __all__ = [
     "ConfigurationError",
@@ -59,8 +59,8 @@ def cancel(intent_id: str, *, settings: Settings | None = None) -> Cancellation:
     id not enqueued yet is cancelled too: if it comes later it is not sent. Raises
     `RedisUnavailable` or `RedisRefused` as `enqueue` does.
     """
-    from dispatcher.cancels import cancel_intents
     from dispatcher.settings import load_settings
+    from dispatcher.store.cancels import cancel_intents
 
     [answer] = cancel_intents([intent_id], settings or load_settings())
     return answer

@@ -63,7 +63,7 @@ def _settings(**overrides: Any) -> Settings:
 @contextmanager
 def _redis_failures(settings: Settings) -> Iterator[None]:
     """Ends the command on a Redis failure, with one line and the right exit status."""
-    from dispatcher.redisconn import translate_for
+    from dispatcher.store.connection import translate_for
 
     try:
         yield
@@ -221,7 +221,7 @@ def worker(
 ) -> None:
     """Consume the queues and send each intent to Catapush, until SIGTERM or SIGINT."""
     from dispatcher.lanes import parse_lanes
-    from dispatcher.worker import Probe, run_workers
+    from dispatcher.worker.supervisor import Probe, run_workers
 
     try:
         served = parse_lanes(lanes or [])
@@ -317,7 +317,7 @@ def demo(
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    from dispatcher.redisconn import sync_redis
+    from dispatcher.store.connection import sync_redis
 
     return sync_redis(settings)
 
@@ -333,7 +333,7 @@ def status(
     and the status callbacks Catapush sent for it. Without an ID, the overview: each lane's
     depth, the age of its oldest message, scheduled and retrying counts, and dead letters
     by reason."""
-    from dispatcher.status import format_status, intent_status, is_known
+    from dispatcher.store.status import format_status, intent_status, is_known
 
     settings = _settings()
     if intent_id is None:
@@ -359,7 +359,7 @@ def cancel(
     """Stop intents that have not gone out: queued, scheduled, retrying, or the unsent parts
     of a split one. They are never sent, and `status` says cancelled. An id not enqueued
     yet is cancelled too."""
-    from dispatcher.cancels import cancel_intents
+    from dispatcher.store.cancels import cancel_intents
 
     settings = _settings()
     with _redis_failures(settings):
@@ -373,9 +373,9 @@ def cancel(
 def _overview(settings: Settings, *, as_json: bool) -> None:
     import asyncio
 
-    from dispatcher.keys import Keys
-    from dispatcher.overview import format_overview, read_overview
-    from dispatcher.redisconn import async_redis
+    from dispatcher.store.connection import async_redis
+    from dispatcher.store.keys import Keys
+    from dispatcher.store.overview import format_overview, read_overview
 
     async def read() -> Any:
         client = async_redis(settings)
@@ -400,7 +400,7 @@ ReasonOption = Annotated[
 
 
 def _reason(value: str | None) -> Any:
-    from dispatcher.deadletters import REASONS
+    from dispatcher.store.deadletters import REASONS
 
     if value is not None and value not in REASONS:
         _fail(f"--reason: must be one of {', '.join(REASONS)}, not {value!r}", EXIT_USAGE)
@@ -408,8 +408,8 @@ def _reason(value: str | None) -> Any:
 
 
 def _dead_letters(client: redis.Redis, settings: Settings) -> Any:
-    from dispatcher.deadletters import DeadLetters
-    from dispatcher.keys import Keys
+    from dispatcher.store.deadletters import DeadLetters
+    from dispatcher.store.keys import Keys
 
     return DeadLetters(client, Keys(settings.namespace))
 

@@ -17,17 +17,17 @@ import time
 from typing import Any
 
 from dispatcher.commands.progress import PLAIN_EVERY_S, Progress
-from dispatcher.deadletters import DeadLetters
 from dispatcher.errors import IntentRefused
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
 from dispatcher.logs import configure_logging
 from dispatcher.producer import Producer
-from dispatcher.receipts import ReceiptReader
-from dispatcher.redisconn import sync_redis_at
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import DEFAULT_REDIS_CONNECT_TIMEOUT_S, DEFAULT_REDIS_SOCKET_TIMEOUT_S
+from dispatcher.store.connection import sync_redis_at
+from dispatcher.store.deadletters import DeadLetters
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
+from dispatcher.store.receipts import ReceiptReader
 
 DEMO_MOBILE_APP_ID = 1001
 BLOCKED_IDENTIFIER = "blocked-user"

@@ -16,12 +16,9 @@ import redis
 
 from dispatcher.admission import Limits, admit
 from dispatcher.intents import Intent, check_size, parse_intent
-from dispatcher.keys import Keys
 from dispatcher.lanes import lane_of, lane_queue
 from dispatcher.logs import get_logger
 from dispatcher.messages import now_ms, outgoing
-from dispatcher.queue import schedule_commands
-from dispatcher.redisconn import RedisTarget, sync_redis_for, translate_target
 from dispatcher.render import Templates, check_template
 from dispatcher.settings import (
     DEFAULT_REDIS_CONNECT_TIMEOUT_S,
@@ -29,6 +26,9 @@ from dispatcher.settings import (
     Settings,
     load_settings,
 )
+from dispatcher.store.connection import RedisTarget, sync_redis_for, translate_target
+from dispatcher.store.keys import Keys
+from dispatcher.store.queue import schedule_commands
 from dispatcher.templates import load_templates
 
 log = get_logger(__name__)

@@ -31,10 +31,10 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from dispatcher.errors import SlotUnavailable
-from dispatcher.keys import Keys
 from dispatcher.lanes import BULK, DEFAULT_BULK_SHARE, TRANSACTIONAL, GrantShare, Lane
 from dispatcher.logs import get_logger
-from dispatcher.observer import NO_OBSERVER, WorkerObserver
+from dispatcher.store.keys import Keys
+from dispatcher.worker.observer import NO_OBSERVER, WorkerObserver
 
 DEFAULT_MAX_WAIT_S = 30.0
 

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: PositiveSeconds = DEFAULT_REDIS_CONNECT_TIMEOUT_S
     redis_socket_timeout_s: PositiveSeconds = DEFAULT_REDIS_SOCKET_TIMEOUT_S
     max_in_flight_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_IN_FLIGHT_BYTES
-    # TLS (with a `rediss://` URL) and Sentinel; see `dispatcher.redisconn`.
+    # TLS (with a `rediss://` URL) and Sentinel; see `dispatcher.store.connection`.
     redis_ca_file: FilePath | None = None
     redis_cert_file: FilePath | None = None
     redis_key_file: FilePath | None = None

@@ -26,9 +26,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from dispatcher.errors import TokenUnavailable
-from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
-from dispatcher.observer import NO_OBSERVER, WorkerObserver
+from dispatcher.store.keys import Keys
+from dispatcher.worker.observer import NO_OBSERVER, WorkerObserver
 
 DEFAULT_LOCK_TTL_MS = 15_000
 DEFAULT_WAIT_DEADLINE_S = 20.0

@@ -17,10 +17,10 @@ import orjson
 import pytest
 import redis
 
-from dispatcher.localredis import LocalRedis
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.localredis import LocalRedis
 
 MOBILE_APP_ID = 4242
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from dispatcher.localredis import free_port
+from dispatcher.store.localredis import free_port
 
 START_DEADLINE_S = 10.0
 CERT_DAYS = "2"

@@ -8,9 +8,8 @@ import redis.asyncio as aioredis
 
 from dispatcher.catapush.accounts import Account
 from dispatcher.client import USER_AGENT
-from dispatcher.keys import Keys
-from dispatcher.observer import NO_OBSERVER, WorkerObserver
 from dispatcher.settings import Settings, secret_value
+from dispatcher.store.keys import Keys
 from dispatcher.tokens import (
     OAuthTokenSource,
     PermanentToken,
@@ -18,6 +17,7 @@ from dispatcher.tokens import (
     TokenSource,
     credentials_fingerprint,
 )
+from dispatcher.worker.observer import NO_OBSERVER, WorkerObserver
 
 Closer = Callable[[], Awaitable[None]]
 

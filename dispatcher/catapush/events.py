@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from dispatcher.callbacks import CallbackEvent
-from dispatcher.keys import Keys
+from dispatcher.store.keys import Keys
 
 # Catapush status -> event type.
 EVENT_TYPES: Final[Mapping[str, str]] = {

@@ -17,11 +17,11 @@ from dispatcher.catapush.accounts import Account, Accounts
 from dispatcher.catapush.connect import open_account_tokens
 from dispatcher.client import CatapushClient, SessionFactory, default_session
 from dispatcher.errors import IntentRefused
-from dispatcher.keys import Keys
-from dispatcher.observer import NO_OBSERVER, WorkerObserver
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
 from dispatcher.settings import Settings
+from dispatcher.store.keys import Keys
 from dispatcher.tokens import TokenSource
+from dispatcher.worker.observer import NO_OBSERVER, WorkerObserver
 
 
 @dataclass(frozen=True, slots=True)

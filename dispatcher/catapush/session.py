@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 from dispatcher.catapush.accounts import Account
 from dispatcher.catapush.api import CatapushApi
 from dispatcher.catapush.connect import open_account_tokens
-from dispatcher.keys import Keys
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
-from dispatcher.redisconn import async_redis
 from dispatcher.settings import Settings
+from dispatcher.store.connection import async_redis
+from dispatcher.store.keys import Keys
 
 # Connections for the limiter and the token cache on top of one per call in flight.
 SPARE_CONNECTIONS = 4

@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 from dispatcher.catapush.accounts import Account
 from dispatcher.catapush.api import CatapushApi
 from dispatcher.catapush.connect import fingerprint_of, open_account_tokens
-from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
 from dispatcher.settings import Settings
+from dispatcher.store.keys import Keys
 from dispatcher.tokens import token_digest
 
 log = get_logger(__name__)

@@ -51,7 +51,7 @@ def configure_logs(settings: Settings) -> None:
 @contextmanager
 def failures(settings: Settings) -> Iterator[None]:
     """Ends the command with one line: a setting (2), Redis or Catapush failing (1)."""
-    from dispatcher.redisconn import translate_for
+    from dispatcher.store.connection import translate_for
 
     try:
         yield

@@ -43,8 +43,8 @@ def events_tail(
 ) -> None:
     """The latest events, oldest first; with --follow, new ones as they come."""
     from dispatcher.catapush.events import decode_entry
-    from dispatcher.keys import Keys
-    from dispatcher.redisconn import sync_redis
+    from dispatcher.store.connection import sync_redis
+    from dispatcher.store.keys import Keys
 
     settings = settings_or_exit()
     stream = Keys(settings.namespace).events

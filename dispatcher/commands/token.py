@@ -38,7 +38,7 @@ def token_status(
     """Whether a token is cached for the fleet, its age and what is known of its expiry."""
     from dispatcher.catapush.accounts import accounts_from
     from dispatcher.catapush.tokenops import token_status as read_status
-    from dispatcher.redisconn import sync_redis
+    from dispatcher.store.connection import sync_redis
 
     settings = settings_or_exit()
     with failures(settings):
@@ -58,7 +58,7 @@ def token_revoke(account: AccountOption = None) -> None:
     the cached one: the next sends fetch exactly one new token for the whole fleet."""
     from dispatcher.catapush.accounts import accounts_from
     from dispatcher.catapush.tokenops import revoke
-    from dispatcher.redisconn import async_redis
+    from dispatcher.store.connection import async_redis
 
     settings = settings_or_exit()
     configure_logs(settings)

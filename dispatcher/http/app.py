@@ -55,11 +55,11 @@ from dispatcher.http.openapi import build_document
 from dispatcher.http.routes import ANY_TOKEN, PUBLIC, Access, Body, Handler, Operation, register
 from dispatcher.http.state import STATE, ServerState
 from dispatcher.intents import ID_PATTERN, Intent
-from dispatcher.keys import Keys
 from dispatcher.logs import get_logger
 from dispatcher.producer import Producer
-from dispatcher.redisconn import async_redis, redact_url, sync_redis
 from dispatcher.settings import Settings, secret_value
+from dispatcher.store.connection import async_redis, redact_url, sync_redis
+from dispatcher.store.keys import Keys
 from dispatcher.templates import load_templates
 
 __all__ = ["API_OPERATIONS", "build_app", "check_exposure", "operations", "run_server"]

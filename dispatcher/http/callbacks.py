@@ -23,11 +23,11 @@ from dispatcher.callbacks import (
     fields_from_query,
     parse_callback,
 )
-from dispatcher.callbackstore import store_callback
 from dispatcher.catapush.events import publish_event
 from dispatcher.http.answers import Refused, is_json_type, json_answer, read_body
 from dispatcher.http.state import STATE, redis_error
 from dispatcher.logs import get_logger
+from dispatcher.store.callbacks import store_callback
 
 # A Catapush status callback is a few hundred bytes; this is a generous bound on a flood.
 MAX_CALLBACK_BODY_BYTES: Final = 1024 * 1024

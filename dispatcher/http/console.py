@@ -30,7 +30,7 @@ from dispatcher.http.ops import (
 from dispatcher.http.plot import bar_plot
 from dispatcher.http.state import STATE, ServerState
 from dispatcher.logs import get_logger
-from dispatcher.throughput import window
+from dispatcher.store.throughput import window
 
 TOKEN_COOKIE: Final = "dispatcher_token"
 # A signed-in browser stays signed in for a working day.

@@ -10,8 +10,6 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from dispatcher.cancels import canceller_for
-from dispatcher.deadletters import DeadLetterEntry, DeadLetters
 from dispatcher.errors import RedisRefused, RedisUnavailable
 from dispatcher.http.answers import Refused, json_answer
 from dispatcher.http.models import (
@@ -31,8 +29,10 @@ from dispatcher.http.state import REDIS_FAILURES, STATE, ServerState, redis_dead
 from dispatcher.intents import field_errors
 from dispatcher.lanes import LANES, lane_queue
 from dispatcher.logs import get_logger
-from dispatcher.status import intent_status, is_known
-from dispatcher.throughput import WINDOW_MINUTES, counts, window
+from dispatcher.store.cancels import canceller_for
+from dispatcher.store.deadletters import DeadLetterEntry, DeadLetters
+from dispatcher.store.status import intent_status, is_known
+from dispatcher.store.throughput import WINDOW_MINUTES, counts, window
 
 log = get_logger(__name__)
 

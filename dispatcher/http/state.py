@@ -12,10 +12,10 @@ from redis import Redis as SyncRedis
 
 from dispatcher.http.auth import ApiToken
 from dispatcher.http.metrics import ServeMetrics
-from dispatcher.keys import Keys
 from dispatcher.producer import Producer
-from dispatcher.redisconn import redact_url, translate_for
 from dispatcher.settings import Settings
+from dispatcher.store.connection import redact_url, translate_for
+from dispatcher.store.keys import Keys
 
 
 @dataclass

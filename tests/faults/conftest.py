@@ -17,12 +17,12 @@ import orjson
 import pytest
 import redis
 
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
 from dispatcher.producer import Producer
-from dispatcher.receipts import ReceiptReader
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
+from dispatcher.store.receipts import ReceiptReader
 from tests.conftest import MOBILE_APP_ID, DispatcherProcess
 
 QUEUE = "notifications"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
 from dispatcher.producer import Producer
 from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
 from tests.conftest import DispatcherProcess
 from tests.faults.conftest import (
     QUEUE,

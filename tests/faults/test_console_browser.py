@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.deadletters import DeadLetters
-from dispatcher.keys import Keys
 from dispatcher.producer import Producer
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.deadletters import DeadLetters
+from dispatcher.store.keys import Keys
 from tests.conftest import wait_until
 from tests.integration.helpers import accepted_refs, all_sent
 from tests.integration.test_server import SECRET, ServerProcess

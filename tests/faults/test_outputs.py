@@ -13,9 +13,9 @@ import orjson
 import pytest
 import redis
 
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis, free_port
 from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis, free_port
 from tests.conftest import DispatcherProcess, wait_until
 from tests.faults.conftest import (
     PipedProcess,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.localredis import LocalRedis
 from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.store.localredis import LocalRedis
 from tests.conftest import DispatcherProcess, wait_until
 from tests.faults.conftest import (
     describe,

@@ -9,12 +9,12 @@ from collections import Counter
 
 import redis
 
-from dispatcher.deadletters import DeadLetters
-from dispatcher.keys import Keys
 from dispatcher.producer import Producer
-from dispatcher.receipts import ReceiptReader
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.deadletters import DeadLetters
+from dispatcher.store.keys import Keys
+from dispatcher.store.receipts import ReceiptReader
 
 
 def run_cli(

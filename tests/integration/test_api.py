@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.deadletters import DeadLetterEntry, DeadLetters
 from dispatcher.http.app import ACCESS, build_app
 from dispatcher.http.routes import PUBLIC
 from dispatcher.intents import MAX_INTENT_BYTES
-from dispatcher.keys import Keys
-from dispatcher.receipts import Receipt
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.deadletters import DeadLetterEntry, DeadLetters
+from dispatcher.store.keys import Keys
+from dispatcher.store.receipts import Receipt
 from tests.conftest import wait_until
 from tests.integration.helpers import run_cli, sent_count
 from tests.integration.test_server import SECRET, ServerProcess, callback

@@ -17,13 +17,13 @@ import orjson
 import pytest
 import redis
 
-from dispatcher.cancels import cancel_intents
 from dispatcher.fanout import part_id
-from dispatcher.keys import Keys
 from dispatcher.producer import Producer
-from dispatcher.receipts import Receipt, ReceiptReader
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.cancels import cancel_intents
+from dispatcher.store.keys import Keys
+from dispatcher.store.receipts import Receipt, ReceiptReader
 from tests.conftest import WorkerProcess, wait_until
 from tests.integration.helpers import accepted_refs, dead_letters, run_cli
 

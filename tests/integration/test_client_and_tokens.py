@@ -16,10 +16,10 @@ from dispatcher.errors import (
     TokenUnavailable,
 )
 from dispatcher.intents import CatapushMessage
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PERMANENT_TOKEN
 from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
 from dispatcher.tokens import (
     OAuthTokenSource,
     PermanentToken,

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
 from dispatcher.tokens import credentials_fingerprint
 from tests.conftest import WorkerProcess, wait_until
 from tests.integration.helpers import all_sent, enqueue_many, run_cli

@@ -10,11 +10,11 @@ import httpx
 import pytest
 import redis
 
-from dispatcher.localredis import free_port
 from dispatcher.producer import Producer
 from dispatcher.sandbox import DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.localredis import free_port
 from tests.conftest import MOBILE_APP_ID, WorkerProcess, wait_until
 from tests.integration.helpers import accepted_refs, all_sent, enqueue_many
 

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 
 from dispatcher.callbacks import CallbackEvent
 from dispatcher.catapush.events import publish_event
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
 from tests.integration.helpers import run_cli
 
 pytestmark = pytest.mark.integration

@@ -13,14 +13,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
 from dispatcher.messages import message_body
 from dispatcher.producer import Producer
-from dispatcher.queue import RedisQueue
-from dispatcher.receipts import ReceiptReader
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
+from dispatcher.store.queue import RedisQueue
+from dispatcher.store.receipts import ReceiptReader
 from tests.conftest import WorkerProcess, wait_until
 from tests.integration.helpers import accepted_refs, run_cli
 from tests.integration.test_server import ServerProcess

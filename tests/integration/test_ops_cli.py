@@ -13,9 +13,9 @@ from pathlib import Path
 
 import redis
 
-from dispatcher.deadletters import DeadLetterEntry
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
+from dispatcher.store.deadletters import DeadLetterEntry
 from tests.integration.helpers import dead_letters, run_cli
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

@@ -11,12 +11,12 @@ import orjson
 import pytest
 import redis
 
-from dispatcher.deadletters import DeadLetterEntry, DeadLetters
-from dispatcher.keys import Keys
-from dispatcher.localredis import free_port
 from dispatcher.messages import message_body, now_ms
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
+from dispatcher.store.deadletters import DeadLetterEntry, DeadLetters
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import free_port
 from tests.conftest import WorkerProcess, wait_until
 from tests.integration.helpers import run_cli
 from tests.integration.test_server import ServerProcess

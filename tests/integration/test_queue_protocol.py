@@ -15,10 +15,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
 from dispatcher.messages import message_body
-from dispatcher.queue import RedisQueue
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
+from dispatcher.store.queue import RedisQueue
 
 pytestmark = pytest.mark.integration
 

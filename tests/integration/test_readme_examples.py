@@ -29,10 +29,10 @@ import orjson
 import pytest
 import redis
 
-from dispatcher.deadletters import DeadLetters
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
 from dispatcher.sandbox.process import SandboxProcess
+from dispatcher.store.deadletters import DeadLetters
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
 from tests.conftest import WorkerProcess, wait_until
 from tests.integration.helpers import accepted_refs
 

@@ -9,10 +9,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
-from dispatcher.receipts import ClaimState, Receipt, ReceiptReader, Receipts
-from dispatcher.throughput import minute_of
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
+from dispatcher.store.receipts import ClaimState, Receipt, ReceiptReader, Receipts
+from dispatcher.store.throughput import minute_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

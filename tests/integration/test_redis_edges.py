@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 import dispatcher
-from dispatcher.localredis import LocalRedis, free_port
 from dispatcher.settings import Settings
+from dispatcher.store.localredis import LocalRedis, free_port
 from tests.conftest import DispatcherProcess, wait_until
 from tests.integration.helpers import run_cli
 

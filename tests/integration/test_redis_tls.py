@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dispatcher.keys import Keys
-from dispatcher.localredis import free_port
 from dispatcher.producer import Producer
-from dispatcher.receipts import ReceiptReader
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import free_port
+from dispatcher.store.receipts import ReceiptReader
 from tests.conftest import DispatcherProcess, WorkerProcess, wait_until
 from tests.integration.helpers import accepted_refs, run_cli
 from tests.redisfleet import TlsRedis, tls_available

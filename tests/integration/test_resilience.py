@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.deadletters import DeadLetterEntry
 from dispatcher.producer import Producer
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.deadletters import DeadLetterEntry
 from tests.conftest import wait_until
 from tests.integration.helpers import (
     accepted_refs,

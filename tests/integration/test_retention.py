@@ -9,11 +9,11 @@ import redis
 import redis.asyncio as aioredis
 
 from dispatcher.callbacks import CallbackEvent
-from dispatcher.callbackstore import store_callback
-from dispatcher.keys import Keys
-from dispatcher.localredis import LocalRedis
-from dispatcher.receipts import Receipt, Receipts
 from dispatcher.settings import Settings
+from dispatcher.store.callbacks import store_callback
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import LocalRedis
+from dispatcher.store.receipts import Receipt, Receipts
 
 pytestmark = pytest.mark.integration
 

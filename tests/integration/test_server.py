@@ -14,13 +14,13 @@ import orjson
 import pytest
 import redis
 
-from dispatcher.deadletters import DeadLetters
 from dispatcher.intents import MAX_INTENT_BYTES
-from dispatcher.keys import Keys
-from dispatcher.localredis import free_port
 from dispatcher.producer import Producer
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.deadletters import DeadLetters
+from dispatcher.store.keys import Keys
+from dispatcher.store.localredis import free_port
 from tests.conftest import DispatcherProcess, wait_until
 from tests.integration.helpers import run_cli, sent_count
 

@@ -8,9 +8,9 @@ import httpx
 import pytest
 import redis
 
-from dispatcher.localredis import LocalRedis, free_port
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import Settings
+from dispatcher.store.localredis import LocalRedis, free_port
 from tests.conftest import WorkerProcess, wait_until
 from tests.integration.helpers import all_sent, dead_letters, enqueue_many
 

@@ -12,13 +12,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from dispatcher.admission import Limits
 from dispatcher.backoff import RetryPolicy
-from dispatcher.deadletters import DeadLetterEntry
-from dispatcher.delivery import Deliverer, Route
-from dispatcher.durable import Recorder
-from dispatcher.health import Health
 from dispatcher.intents import Attachment
-from dispatcher.receipts import Claim, ClaimState, Receipt
 from dispatcher.render import Templates
+from dispatcher.store.deadletters import DeadLetterEntry
+from dispatcher.store.receipts import Claim, ClaimState, Receipt
+from dispatcher.worker.delivery import Deliverer, Route
+from dispatcher.worker.durable import Recorder
+from dispatcher.worker.health import Health
 
 NOW_MS = 1_700_000_000_000
 APP_ID = 4242

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher.admission import Limits, admission_problems, admit
-from dispatcher.delivery import SEND_AT_SLACK_MS, Cancelled, Scheduled, Split
 from dispatcher.errors import IntentRefused
 from dispatcher.fanout import MAX_ID_LENGTH, part_count, part_id, split
 from dispatcher.intents import ID_PATTERN, Intent, parse_intent
 from dispatcher.outcome import DeadLetter, Sent
-from dispatcher.receipts import ClaimState
 from dispatcher.render import remaining_expire_time
+from dispatcher.store.receipts import ClaimState
+from dispatcher.worker.delivery import SEND_AT_SLACK_MS, Cancelled, Scheduled, Split
 from tests.unit.deliveryfakes import NOW_MS, FakeCancels, Rig, intent
 
 pytestmark = pytest.mark.timeout(30)

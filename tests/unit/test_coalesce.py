@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from dispatcher.coalesce import Coalescer
+from dispatcher.store.coalesce import Coalescer
 
 pytestmark = pytest.mark.timeout(10)
 

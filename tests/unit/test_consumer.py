@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-import dispatcher.consumer as consumer_module
-from dispatcher.delivery import Reschedule, Skipped
+import dispatcher.worker.consumer as consumer_module
 from dispatcher.errors import TokenUnavailable
-from dispatcher.health import CREDENTIALS, REDIS, Health
 from dispatcher.messages import message_body, now_ms
 from dispatcher.outcome import DeadLetter
+from dispatcher.worker.delivery import Reschedule, Skipped
+from dispatcher.worker.health import CREDENTIALS, REDIS, Health
 from tests.unit.deliveryfakes import Rig
 from tests.unit.test_consumer_outage import (
     QUEUE,

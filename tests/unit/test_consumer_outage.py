@@ -13,14 +13,14 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from dispatcher.backoff import RetryPolicy
-from dispatcher.consumer import Consumer
-from dispatcher.delivery import Reschedule
-from dispatcher.durable import Recorder
 from dispatcher.errors import TokenUnavailable
-from dispatcher.health import CREDENTIALS, REDIS, Health
-from dispatcher.keys import Keys
 from dispatcher.messages import message_body
 from dispatcher.outcome import DeadLetter, Sent
+from dispatcher.store.keys import Keys
+from dispatcher.worker.consumer import Consumer
+from dispatcher.worker.delivery import Reschedule
+from dispatcher.worker.durable import Recorder
+from dispatcher.worker.health import CREDENTIALS, REDIS, Health
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -305,7 +305,7 @@ async def test_refused_credentials_hold_messages_until_they_are_accepted() -> No
     deliverer = FakeDeliverer(store, refuse_until_accepted)
     health = Health()
     consumer = consumer_for(queue, deliverer, health, check_credentials=check)
-    import dispatcher.consumer as consumer_module
+    import dispatcher.worker.consumer as consumer_module
 
     original = consumer_module.CREDENTIALS_PROBE_S
     consumer_module.CREDENTIALS_PROBE_S = 0.05

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from dispatcher.backoff import backoff_ceiling_ms
-from dispatcher.delivery import BUSY_RETRY_DELAY_MS, Limiter, Reschedule, Sender, Skipped
 from dispatcher.errors import (
     CatapushRejected,
     CatapushTimeout,
@@ -23,9 +22,10 @@ from dispatcher.errors import (
     SlotUnavailable,
     TokenUnavailable,
 )
-from dispatcher.health import REDIS
 from dispatcher.outcome import DeadLetter, RetryLater, Sent, decide
-from dispatcher.receipts import ClaimState, Receipt
+from dispatcher.store.receipts import ClaimState, Receipt
+from dispatcher.worker.delivery import BUSY_RETRY_DELAY_MS, Limiter, Reschedule, Sender, Skipped
+from dispatcher.worker.health import REDIS
 from tests.unit.deliveryfakes import (
     APP_ID,
     NOW_MS,

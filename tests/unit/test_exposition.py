@@ -8,12 +8,12 @@ from typing import Any, cast
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher.consumer import ConsumerStats
-from dispatcher.delivery import Reschedule, Skipped
-from dispatcher.health import Health
 from dispatcher.outcome import DeadLetter, Sent
-from dispatcher.probe import worker_registry
-from dispatcher.workermetrics import WorkerMetrics
+from dispatcher.worker.consumer import ConsumerStats
+from dispatcher.worker.delivery import Reschedule, Skipped
+from dispatcher.worker.health import Health
+from dispatcher.worker.metrics import WorkerMetrics
+from dispatcher.worker.probe import worker_registry
 
 
 def test_each_attempt_result_is_counted_once_under_its_outcome() -> None:

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from dispatcher.errors import IntentRefused
 from dispatcher.intents import parse_intent
-from dispatcher.keys import Keys
 from dispatcher.lanes import (
     BULK,
     LANES,
@@ -25,6 +24,7 @@ from dispatcher.lanes import (
     parse_lanes,
 )
 from dispatcher.ratelimit import SharedRateLimiter
+from dispatcher.store.keys import Keys
 
 BASE = {"recipients": ["user-1"], "text": "hello"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.orphans import OrphanAudit
+from dispatcher.worker.orphans import OrphanAudit
 
 ids = st.frozensets(st.sampled_from([f"id{n}" for n in range(12)]))
 

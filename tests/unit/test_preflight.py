@@ -10,8 +10,8 @@ import redis.exceptions
 from structlog.testing import capture_logs
 
 from dispatcher.errors import ConfigurationError, RedisRefused
-from dispatcher.preflight import wait_for_redis
 from dispatcher.settings import Settings
+from dispatcher.worker.preflight import wait_for_redis
 
 URL = "redis://:hunter2-pw@127.0.0.1:6390/0"
 

@@ -8,8 +8,8 @@ from dramatiq.common import dq_name, q_name
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.keys import Keys, canonical_queue_name, delay_queue_name
-from dispatcher.queue import promoted_body, served_queues
+from dispatcher.store.keys import Keys, canonical_queue_name, delay_queue_name
+from dispatcher.store.queue import promoted_body, served_queues
 
 QUEUE_NAMES = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9._-]{0,20}", fullmatch=True)
 

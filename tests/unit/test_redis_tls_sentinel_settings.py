@@ -9,8 +9,8 @@ import pytest
 from redis import exceptions as rex
 
 from dispatcher.errors import ConfigurationError, RedisRefused, RedisUnavailable
-from dispatcher.redisconn import RedisTarget, classify, translate
 from dispatcher.settings import load_settings
+from dispatcher.store.connection import RedisTarget, classify, translate
 
 PASSWORD = "s3cr3t-Pa55"
 

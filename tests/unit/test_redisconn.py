@@ -6,7 +6,7 @@ import pytest
 from redis import exceptions as rex
 
 from dispatcher.errors import ConfigurationError, DispatcherError, RedisRefused, RedisUnavailable
-from dispatcher.redisconn import classify, redact_url, translate
+from dispatcher.store.connection import classify, redact_url, translate
 
 PASSWORD = "s3cr3t-Pa55"
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.keys import Keys
+from dispatcher.store.keys import Keys
 from dispatcher.tokens import FINGERPRINT_HEX_CHARS, credentials_fingerprint
 
 FAST = settings(max_examples=200, deadline=None, database=None)

@@ -38,7 +38,17 @@ import orjson
 from redis.exceptions import RedisError
 
 from dispatcher.backoff import RetryPolicy
-from dispatcher.delivery import (
+from dispatcher.errors import TokenUnavailable
+from dispatcher.fanout import PARTS_RECORD_TTL_S, parts_record
+from dispatcher.intents import MAX_INTENT_BYTES
+from dispatcher.lanes import BULK, TRANSACTIONAL, Lane, bulk_cap, bulk_floor
+from dispatcher.logs import get_logger
+from dispatcher.messages import Queued, Unreadable, now_ms, read_message
+from dispatcher.outcome import DeadLetter, Sent
+from dispatcher.settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_IN_FLIGHT_BYTES
+from dispatcher.store.keys import delay_queue_name
+from dispatcher.store.queue import RedisQueue
+from dispatcher.worker.delivery import (
     AttemptResult,
     Cancelled,
     Deliverer,
@@ -47,20 +57,10 @@ from dispatcher.delivery import (
     Skipped,
     Split,
 )
-from dispatcher.durable import Recorder
-from dispatcher.errors import TokenUnavailable
-from dispatcher.fanout import PARTS_RECORD_TTL_S, parts_record
-from dispatcher.health import CREDENTIALS, REDIS, Health
-from dispatcher.intents import MAX_INTENT_BYTES
-from dispatcher.keys import delay_queue_name
-from dispatcher.lanes import BULK, TRANSACTIONAL, Lane, bulk_cap, bulk_floor
-from dispatcher.logs import get_logger
-from dispatcher.messages import Queued, Unreadable, now_ms, read_message
-from dispatcher.observer import NO_OBSERVER, WorkerObserver, enqueue_to_accepted_s
-from dispatcher.orphans import AUDIT_INTERVAL_S, OrphanAudit
-from dispatcher.outcome import DeadLetter, Sent
-from dispatcher.queue import RedisQueue
-from dispatcher.settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_IN_FLIGHT_BYTES
+from dispatcher.worker.durable import Recorder
+from dispatcher.worker.health import CREDENTIALS, REDIS, Health
+from dispatcher.worker.observer import NO_OBSERVER, WorkerObserver, enqueue_to_accepted_s
+from dispatcher.worker.orphans import AUDIT_INTERVAL_S, OrphanAudit
 
 FETCH_BATCH = 256
 # While sends are in flight, fetch again once 1/this of the slots are free.
@@ -547,7 +547,7 @@ class Consumer:
 
     async def _audit_orphans(self) -> None:
         """Give back ids the ack set lists but this worker no longer holds (after a failover
-        lost their acks); see `dispatcher.orphans`."""
+        lost their acks); see `dispatcher.worker.orphans`."""
         audits = {name: OrphanAudit() for _, name in self._lanes}
         while not self._closing.is_set():
             await _sleep_unless(self._closing, AUDIT_INTERVAL_S)

@@ -26,8 +26,6 @@ from redis.exceptions import RedisError
 
 from dispatcher.admission import Limits, admission_problems
 from dispatcher.backoff import RetryPolicy
-from dispatcher.deadletters import AsyncDeadLetters, DeadLetterEntry
-from dispatcher.durable import Recorder
 from dispatcher.errors import (
     CatapushError,
     CatapushRejected,
@@ -40,8 +38,10 @@ from dispatcher.intents import ID_PATTERN, Attachment, Intent, parse_intent
 from dispatcher.lanes import TRANSACTIONAL, Lane
 from dispatcher.logs import get_logger
 from dispatcher.outcome import DeadLetter, Sent, decide, is_transient
-from dispatcher.receipts import Claim, ClaimState, Receipt, Receipts
 from dispatcher.render import Templates, remaining_expire_time, render_wire
+from dispatcher.store.deadletters import AsyncDeadLetters, DeadLetterEntry
+from dispatcher.store.receipts import Claim, ClaimState, Receipt, Receipts
+from dispatcher.worker.durable import Recorder
 
 log = get_logger(__name__)
 

@@ -19,9 +19,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dispatcher.consumer import Consumer
-from dispatcher.deadletters import REASONS
-from dispatcher.overview import Overview
+from dispatcher.store.deadletters import REASONS
+from dispatcher.store.overview import Overview
+from dispatcher.worker.consumer import Consumer
 
 OUTCOMES = ("sent", "skipped", "retried", "deferred", "dead_lettered", "crashed")
 # From a fraction of a second (an idle fleet) to hours (a backlog, retries with backoff).
@@ -118,7 +118,7 @@ def _counter(name: str, help_text: str, label: str, values: Mapping[str, int]) -
 
 
 class OverviewCollector(Collector):
-    """The queue overview (`dispatcher.overview`), fleet-wide figures read from Redis shortly
+    """The queue overview (`dispatcher.store.overview`), fleet-wide figures read from Redis shortly
     before the scrape; every process reports the same ones. Left out when Redis failed."""
 
     def __init__(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from dispatcher.callbacks import CallbackEvent
-from dispatcher.keys import Keys
+from dispatcher.store.keys import Keys
 
 # A message has a handful of lifecycle events per recipient; 100 keeps the story of a
 # message to a few recipients while bounding what a flood of callbacks can store.

@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from dispatcher.coalesce import Coalescer
-from dispatcher.keys import Keys
-from dispatcher.throughput import COUNTER_TTL_S, minute_of
+from dispatcher.store.coalesce import Coalescer
+from dispatcher.store.keys import Keys
+from dispatcher.store.throughput import COUNTER_TTL_S, minute_of
 
 DEFAULT_RECEIPT_TTL_S = 30 * 24 * 3600
 

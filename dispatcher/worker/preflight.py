@@ -19,9 +19,9 @@ from redis.exceptions import RedisError
 
 from dispatcher.errors import ConfigurationError, TokenUnavailable
 from dispatcher.logs import get_logger
-from dispatcher.redisconn import async_redis, classify, redact_url, translate_for
-from dispatcher.resources import open_token_source
 from dispatcher.settings import ENV_PREFIX, Settings
+from dispatcher.store.connection import async_redis, classify, redact_url, translate_for
+from dispatcher.worker.resources import open_token_source
 
 RETRY_INTERVAL_S = 0.5
 # A line every few seconds says the worker is waiting, not hung, without a flood.

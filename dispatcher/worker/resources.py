@@ -8,26 +8,26 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from dispatcher.backoff import RetryPolicy
-from dispatcher.cancels import CancelWatch
 from dispatcher.catapush.accounts import accounts_from
 from dispatcher.catapush.connect import open_account_tokens
 from dispatcher.catapush.router import AccountRouter
 from dispatcher.client import CatapushClient, SessionFactory, default_session
-from dispatcher.deadletters import AsyncDeadLetters
-from dispatcher.delivery import Deliverer
-from dispatcher.durable import Recorder
-from dispatcher.health import Health
-from dispatcher.keys import Keys
-from dispatcher.observer import NO_OBSERVER, WorkerObserver
 from dispatcher.ratelimit import DEFAULT_MAX_WAIT_S, SharedRateLimiter
-from dispatcher.receipts import Receipts
-from dispatcher.redisconn import async_redis
 from dispatcher.settings import Settings
+from dispatcher.store.cancels import CancelWatch
+from dispatcher.store.connection import async_redis
+from dispatcher.store.deadletters import AsyncDeadLetters
+from dispatcher.store.keys import Keys
+from dispatcher.store.receipts import Receipts
 from dispatcher.templates import load_templates
 from dispatcher.tokens import (
     TokenSource,
 )
-from dispatcher.workermetrics import WorkerMetrics
+from dispatcher.worker.delivery import Deliverer
+from dispatcher.worker.durable import Recorder
+from dispatcher.worker.health import Health
+from dispatcher.worker.metrics import WorkerMetrics
+from dispatcher.worker.observer import NO_OBSERVER, WorkerObserver
 
 # A claim must outlive the slowest send it guards: the HTTP timeout twice (a 401 resends),
 # plus a margin.

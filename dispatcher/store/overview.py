@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 
-from dispatcher.deadletters import REASONS
-from dispatcher.keys import Keys
 from dispatcher.lanes import LANES, Lane, lane_queue
 from dispatcher.messages import now_ms
+from dispatcher.store.deadletters import REASONS
+from dispatcher.store.keys import Keys
 
 # Entries read per HSCAN call.
 SCAN_BATCH = 500

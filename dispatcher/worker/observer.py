@@ -2,7 +2,7 @@
 
 The token cache, the rate limiter and the consumer take an observer and call it; the default
 does nothing, so a part built without metrics (a test, the benchmark) pays nothing. The
-worker's probe passes a `WorkerMetrics` (`dispatcher.workermetrics`), which counts them in
+worker's probe passes a `WorkerMetrics` (`dispatcher.worker.metrics`), which counts them in
 Prometheus instruments.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final, Literal
 
-from dispatcher.keys import Keys
+from dispatcher.store.keys import Keys
 
 Kind = Literal["sent", "dead"]
 KINDS: Final[tuple[Kind, ...]] = ("sent", "dead")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from redis.exceptions import RedisError
 
-from dispatcher.redisconn import classify
+from dispatcher.store.connection import classify
 
 # Redis away (restart, failover, network): a line every few seconds while it lasts.
 UNAVAILABLE_REPEAT_S = 5.0

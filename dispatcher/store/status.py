@@ -11,12 +11,12 @@ from typing import Any, cast
 import orjson
 import redis
 
-from dispatcher.deadletters import DeadLetters
 from dispatcher.fanout import part_id
-from dispatcher.keys import Keys
 from dispatcher.lanes import LANES, lane_queue
-from dispatcher.receipts import ReceiptReader
 from dispatcher.settings import Settings
+from dispatcher.store.deadletters import DeadLetters
+from dispatcher.store.keys import Keys
+from dispatcher.store.receipts import ReceiptReader
 
 # Messages read per HSCAN call while looking for an intent on the queues.
 SCAN_BATCH = 1000

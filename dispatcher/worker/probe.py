@@ -5,7 +5,7 @@ Served on the worker's event loop, so any answer proves the loop is not stuck. `
 worker waits Redis out by itself. `/readyz` (readiness) also requires that nothing keeps the
 worker from working (Redis answering, credentials accepted) and a recent heartbeat.
 `/metrics` is prometheus-client's exposition of this process's own registry, with the queue
-overview (`dispatcher.overview`) read from Redis at most every `OVERVIEW_MAX_AGE_S`.
+overview (`dispatcher.store.overview`) read from Redis at most every `OVERVIEW_MAX_AGE_S`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from redis.exceptions import RedisError
 
-from dispatcher.consumer import HEARTBEAT_INTERVAL_S, Consumer
-from dispatcher.overview import Overview
-from dispatcher.workermetrics import (
+from dispatcher.store.overview import Overview
+from dispatcher.worker.consumer import HEARTBEAT_INTERVAL_S, Consumer
+from dispatcher.worker.metrics import (
     OUTCOMES,
     ConsumerCollector,
     OverviewCollector,

@@ -1,6 +1,6 @@
 """Worker processes: each runs one asyncio event loop with many sends in flight.
 
-Before consuming, every process runs the preflight (dispatcher.preflight): it waits for
+Before consuming, every process runs the preflight (dispatcher.worker.preflight): it waits for
 Redis and takes the shared token, and a setting Redis or Catapush refuses ends it with
 `ConfigurationError` (exit status 2).
 
@@ -26,19 +26,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from dispatcher.consumer import Consumer
 from dispatcher.errors import ConfigurationError
-from dispatcher.keys import Keys
 from dispatcher.lanes import LANES, Lane, lane_queue
 from dispatcher.logs import configure_logging, get_logger
 from dispatcher.messages import DELIVER_ACTOR
-from dispatcher.overview import read_overview
-from dispatcher.preflight import preflight, preflight_blocking
-from dispatcher.probe import start_probe
-from dispatcher.queue import RedisQueue
-from dispatcher.resources import WorkerResources
 from dispatcher.settings import Settings, load_settings
+from dispatcher.store.keys import Keys
+from dispatcher.store.overview import read_overview
+from dispatcher.store.queue import RedisQueue
 from dispatcher.templates import load_templates
+from dispatcher.worker.consumer import Consumer
+from dispatcher.worker.preflight import preflight, preflight_blocking
+from dispatcher.worker.probe import start_probe
+from dispatcher.worker.resources import WorkerResources
 
 RESTART_DELAY_S = 1.0
 # A process that exits with this status met a setting it cannot work with (as the CLI's 2).

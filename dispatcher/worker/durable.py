@@ -19,9 +19,9 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from dispatcher.health import REDIS, Health
 from dispatcher.logs import get_logger
-from dispatcher.redisfaults import describe, repeat_s_for
+from dispatcher.store.faults import describe, repeat_s_for
+from dispatcher.worker.health import REDIS, Health
 
 PAUSE_MIN_S = 0.05
 PAUSE_MAX_S = 2.0

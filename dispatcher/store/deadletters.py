@@ -17,9 +17,9 @@ from typing import Any, cast
 import orjson
 import redis
 
-from dispatcher.keys import Keys
 from dispatcher.outcome import DeadReason
-from dispatcher.throughput import stage_count
+from dispatcher.store.keys import Keys
+from dispatcher.store.throughput import stage_count
 
 REASONS: tuple[DeadReason, ...] = ("rejected", "invalid", "exhausted", "expired")
 # Entries read per round trip while paging or counting.

@@ -24,12 +24,12 @@ import redis
 from redis.exceptions import RedisError
 
 from dispatcher.fanout import part_id
-from dispatcher.keys import Keys
 from dispatcher.lanes import LANES, lane_queue
 from dispatcher.logs import get_logger
-from dispatcher.receipts import Receipt
-from dispatcher.redisconn import RedisTarget, sync_redis_for, translate_target
 from dispatcher.settings import Settings
+from dispatcher.store.connection import RedisTarget, sync_redis_for, translate_target
+from dispatcher.store.keys import Keys
+from dispatcher.store.receipts import Receipt
 
 log = get_logger(__name__)
 

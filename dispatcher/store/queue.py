@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 
-from dispatcher.keys import Keys, delay_queue_name
 from dispatcher.messages import outgoing, scheduled_value
+from dispatcher.store.keys import Keys, delay_queue_name
 
 DEFAULT_FETCH_MAX_BYTES = 32 * 1024 * 1024
 # Dead workers swept per beat: a fleet restarted at once is cleaned up over a few beats
