@@ -15,6 +15,7 @@ setting.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import signal
@@ -45,6 +46,8 @@ RESTART_DELAY_S = 1.0
 EXIT_CONFIGURATION = 2
 # A message is redelivered once its worker's heartbeat is this old (dramatiq: 60 s).
 HEARTBEAT_TIMEOUT_MS = 15_000
+# The collector's first-generation threshold while consuming (CPython's default: 700).
+GC_THRESHOLD = 10_000
 
 log = get_logger(__name__)
 
@@ -127,6 +130,7 @@ async def serve_queue(
         cancels = resources.cancels
         if cancels is not None:
             watch = asyncio.create_task(cancels.run(stop), name="cancels")
+        _settle_heap()
         await consumer.run(stop)
     finally:
         if watch is not None:
@@ -135,6 +139,19 @@ async def serve_queue(
             await runner.cleanup()
         await resources.aclose()
     log.info("worker.stopped", pid=os.getpid(), uptime_s=round(time.monotonic() - started, 1))
+
+
+def _settle_heap() -> None:
+    """Keep the collector off what start-up left behind.
+
+    Sends make short-lived cycles (tasks, futures, exceptions); with the default thresholds
+    every full collection walked the whole start-up heap (imports, pydantic models, the
+    templates), measured at a fifth of the worker's CPU per notification. Frozen objects
+    are skipped by every collection, and a higher threshold collects in larger batches.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _stopper(stop: asyncio.Event, signum: int) -> Callable[[], None]:
