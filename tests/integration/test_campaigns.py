@@ -305,3 +305,41 @@ def test_cancel_of_thousands_of_ids_in_batches_answers_each_in_order(
     assert answers[1_500].message_id == "cp-1500"
     assert {answer.state for n, answer in enumerate(answers) if n != 1_500} == {"cancelled"}
     assert redis_client.zcard(keys.cancelled) == 2_499
+
+
+def test_a_split_done_twice_sends_each_part_once(
+    settings: Settings,
+    sandbox: SandboxProcess,
+    start_worker: Callable[..., WorkerProcess],
+    redis_client: redis.Redis,
+) -> None:
+    """A worker killed after writing the parts but before acknowledging the whole gets the
+    whole redelivered and splits it again: the parts' ids are the same, so each goes once."""
+    whole = campaign("redelivered", 250)
+    producer = Producer.from_settings(settings)
+    try:
+        # Two copies of the same intent on the queue: what a redelivery leaves.
+        producer.requeue(whole, attempt=1, delay_ms=0)
+        producer.requeue(whole, attempt=1, delay_ms=0)
+    finally:
+        producer.close()
+    worker = start_worker(DISPATCHER_MAX_RECIPIENTS="100")
+    refs = [part_id("redelivered", index) for index in (1, 2, 3)]
+    wait_until(
+        lambda: sum(event.get("event") == "delivery.split" for event in worker.events()) == 2,
+        timeout=30,
+        what="both copies split",
+    )
+    keys = Keys(settings.namespace)
+    wait_until(
+        lambda: (
+            redis_client.llen(keys.queue(settings.queue)) == 0
+            and redis_client.llen(keys.delay_queue(settings.queue)) == 0
+            and all(accepted_refs(sandbox)[ref] == 1 for ref in refs)
+        ),
+        timeout=30,
+        what="every copy of every part handled",
+    )
+    accepted = accepted_refs(sandbox)
+    assert [accepted[ref] for ref in refs] == [1, 1, 1]
+    assert sum(accepted.values()) == 3
