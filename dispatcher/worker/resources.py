@@ -81,19 +81,13 @@ class WorkerResources:
         # A send holds at most one connection at a time, so this many can never run out;
         # a blocking pool would cost a timer per command to guard against that.
         redis = async_redis(settings, max_connections=self._concurrency + REDIS_SPARE_CONNECTIONS)
-        tokens, close_tokens = open_token_source(settings, redis, observer=self.metrics)
-        self._closers.append(close_tokens)
-        self.tokens = tokens
-        client = CatapushClient(
-            settings.catapush_url,
-            tokens=tokens,
-            timeout_s=settings.http_timeout_s,
-            session_factory=self._session_factory,
-        )
-        self._closers.extend([client.aclose, redis.aclose])
-        router = None
+        self._closers.append(redis.aclose)
+        sender: CatapushClient
+        limiter: SharedRateLimiter
+        route = None
         if settings.accounts_file is not None:
-            # Each app's sends go with its account's token, limiter and client.
+            # Each app's sends go with its account's token, limiter and client; the
+            # default app's account stands for the worker in the credentials checks.
             router = AccountRouter(
                 settings,
                 accounts_from(settings),
@@ -101,19 +95,21 @@ class WorkerResources:
                 session_factory=self._session_factory,
                 observer=self.metrics,
             )
-            self._closers.insert(0, router.aclose)
-            self.tokens = router.default.tokens
-        self.cancels = CancelWatch(redis, keys)
-        deliverer = Deliverer(
-            sender=client,
-            receipts=Receipts(
-                redis,
-                keys,
-                claim_ttl_ms=int(settings.http_timeout_s * 2000) + CLAIM_MARGIN_MS,
-                receipt_ttl_s=settings.receipt_ttl_s,
-            ),
-            dead_letters=AsyncDeadLetters(redis, keys),
-            limiter=SharedRateLimiter(
+            self._closers.append(router.aclose)
+            default = router.default
+            self.tokens, sender, limiter = default.tokens, default.client, default.limiter
+            route = router.route
+        else:
+            tokens, close_tokens = open_token_source(settings, redis, observer=self.metrics)
+            self.tokens = tokens
+            sender = CatapushClient(
+                settings.catapush_url,
+                tokens=tokens,
+                timeout_s=settings.http_timeout_s,
+                session_factory=self._session_factory,
+            )
+            self._closers.extend([close_tokens, sender.aclose])
+            limiter = SharedRateLimiter(
                 redis,
                 keys,
                 rate_per_s=settings.rate_limit,
@@ -121,13 +117,24 @@ class WorkerResources:
                 max_wait_s=DEFAULT_MAX_WAIT_S,
                 observer=self.metrics,
                 bulk_share=settings.bulk_share,
+            )
+        self.cancels = CancelWatch(redis, keys)
+        deliverer = Deliverer(
+            sender=sender,
+            receipts=Receipts(
+                redis,
+                keys,
+                claim_ttl_ms=int(settings.http_timeout_s * 2000) + CLAIM_MARGIN_MS,
+                receipt_ttl_s=settings.receipt_ttl_s,
             ),
+            dead_letters=AsyncDeadLetters(redis, keys),
+            limiter=limiter,
             recorder=self.recorder,
             retry=self.retry,
             default_mobile_app_id=settings.catapush_mobile_app_id,
             notify_callback_url=str(settings.callback_url) if settings.callback_url else None,
             templates=load_templates(settings.templates_dir),
-            route=None if router is None else router.route,
+            route=route,
             limits=settings.limits,
             cancels=self.cancels,
         )
