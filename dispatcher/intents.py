@@ -41,6 +41,7 @@ __all__ = [
     "IntentRefused",
     "check_size",
     "field_errors",
+    "id_of",
     "parse_intent",
 ]
 
@@ -411,6 +412,18 @@ def parse_intent(data: Any) -> Intent:
         return Intent.model_validate(data)
     except ValidationError as exc:
         raise IntentRefused(field_errors(exc)) from exc
+
+
+_ID = re.compile(ID_PATTERN)
+
+
+def id_of(raw: Any) -> str | None:
+    """The `id` of a decoded intent, valid or not, if it is fit to name it (in a log line, a
+    dead letter): a string that matches the id pattern."""
+    candidate = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(candidate, str) and _ID.fullmatch(candidate):
+        return candidate
+    return None
 
 
 def check_size(intent: Intent) -> Intent:

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from dispatcher.backoff import RetryPolicy
 from dispatcher.errors import TokenUnavailable
 from dispatcher.fanout import PARTS_RECORD_TTL_S, parts_record
-from dispatcher.intents import MAX_INTENT_BYTES
+from dispatcher.intents import MAX_INTENT_BYTES, id_of
 from dispatcher.lanes import BULK, TRANSACTIONAL, Lane, bulk_cap, bulk_floor
 from dispatcher.logs import get_logger
 from dispatcher.messages import Queued, Unreadable, now_ms, read_message
@@ -602,12 +602,7 @@ class Consumer:
 
 
 def _message_intent_id(message: Queued | Unreadable) -> str | None:
-    return None if isinstance(message, Unreadable) else _intent_id(message.intent)
-
-
-def _intent_id(raw: Any) -> str | None:
-    candidate = raw.get("id") if isinstance(raw, dict) else None
-    return candidate if isinstance(candidate, str) else None
+    return None if isinstance(message, Unreadable) else id_of(message.intent)
 
 
 def _eta(body: bytes) -> int:

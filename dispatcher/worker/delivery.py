@@ -15,7 +15,6 @@ A `TokenUnavailable` that leaves it is a refusal of the credentials: no attempt 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from dispatcher.errors import (
     TokenUnavailable,
 )
 from dispatcher.fanout import needs_split, split
-from dispatcher.intents import ID_PATTERN, Attachment, Intent, parse_intent
+from dispatcher.intents import Attachment, Intent, id_of, parse_intent
 from dispatcher.lanes import TRANSACTIONAL, Lane
 from dispatcher.logs import get_logger
 from dispatcher.outcome import DeadLetter, Sent, decide, is_transient
@@ -121,14 +120,6 @@ class Cancelled:
 
 
 AttemptResult = Sent | DeadLetter | Reschedule | Skipped | Scheduled | Split | Cancelled
-
-
-def _usable_id(raw: Any) -> str | None:
-    """The id of an invalid intent, if it is fit to key its dead letter."""
-    candidate = raw.get("id") if isinstance(raw, dict) else None
-    if isinstance(candidate, str) and re.fullmatch(ID_PATTERN, candidate):
-        return candidate
-    return None
 
 
 def _now_ms() -> int:
@@ -218,7 +209,7 @@ class Deliverer:
         except IntentRefused as exc:
             return await self._bury(
                 DeadLetter("invalid", None, "invalid intent", str(exc)),
-                intent_id=_usable_id(raw),
+                intent_id=id_of(raw),
                 attempts=attempt - 1,
                 intent=raw,
             )
@@ -391,7 +382,7 @@ class Deliverer:
         """Dead-letter an intent whose attempts all ended in unexpected errors."""
         return await self._bury(
             DeadLetter("exhausted", None, "unexpected error", error),
-            intent_id=_usable_id(raw),
+            intent_id=id_of(raw),
             attempts=attempts,
             intent=raw,
         )
