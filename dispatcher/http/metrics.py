@@ -13,11 +13,16 @@ from prometheus_client.registry import Collector
 from dispatcher.callbacks import STATUSES
 
 _DEPTHS = (
-    ("dispatcher_queue_depth", "queue", "Messages waiting on the queue."),
+    ("dispatcher_queue_depth", "queue", "Messages waiting on the queues of both lanes."),
     (
         "dispatcher_delayed_depth",
         "delayed",
-        "Messages on the delay queue (retries not yet due) that no worker holds yet.",
+        "Messages on the delay queues (retries not yet due) that no worker holds yet.",
+    ),
+    (
+        "dispatcher_scheduled_depth",
+        "scheduled",
+        "Intents held on the schedules until their sendAt.",
     ),
     ("dispatcher_dead_letters", "dead_letters", "Entries in the dead-letter store."),
 )

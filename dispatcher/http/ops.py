@@ -263,19 +263,26 @@ async def get_queues(request: web.Request) -> web.Response:
 
 
 async def _depths(state: ServerState) -> dict[str, int] | None:
-    queue = state.settings.queue
+    """Depths summed over both lanes' queues (the worker's /metrics has them by lane)."""
+    names = [lane_queue(state.settings.queue, lane) for lane in LANES]
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(state.keys.queue(queue))
-            pipe.llen(state.keys.delay_queue(queue))
+            for name in names:
+                pipe.llen(state.keys.queue(name))
+                pipe.llen(state.keys.delay_queue(name))
+                pipe.zcard(state.keys.schedule(name))
             pipe.hlen(state.keys.dead_letters)
-            queued, delayed, dead = await asyncio.wait_for(
-                pipe.execute(), redis_deadline_s(state.settings)
-            )
+            answers = await asyncio.wait_for(pipe.execute(), redis_deadline_s(state.settings))
     except REDIS_FAILURES as exc:
         log.warning("metrics.redis_failed", error=redis_error(state.settings, exc))
         return None
-    return {"queue": int(queued), "delayed": int(delayed), "dead_letters": int(dead)}
+    lanes = [answers[index * 3 : index * 3 + 3] for index in range(len(names))]
+    return {
+        "queue": sum(int(lane[0]) for lane in lanes),
+        "delayed": sum(int(lane[1]) for lane in lanes),
+        "scheduled": sum(int(lane[2]) for lane in lanes),
+        "dead_letters": int(answers[-1]),
+    }
 
 
 async def get_metrics(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -408,8 +409,8 @@ def test_metrics_count_requests_and_read_depths_from_redis(
     redis_client: redis.Redis,
     start_worker: Any,
 ) -> None:
-    """Counters follow accepted and refused intents and callbacks; the gauges follow the queue,
-    the delay queue and the dead-letter store."""
+    """Counters follow accepted and refused intents and callbacks; the gauges follow the
+    queues, delay queues and schedules of both lanes, and the dead-letter store."""
     before = scrape(server)
     assert before["dispatcher_intake_accepted_total"] == 0
     assert before['dispatcher_callbacks_total{status="delivered"}'] == 0
@@ -432,6 +433,18 @@ def test_metrics_count_requests_and_read_depths_from_redis(
     producer.requeue(
         {"id": "later-0001", "recipients": ["dan"], "text": "d"}, attempt=2, delay_ms=600_000
     )
+    # One on the bulk lane and one scheduled an hour ahead: the gauges cover both lanes.
+    producer.enqueue_many(
+        [
+            {"id": "bulk-00001", "recipients": ["erin"], "text": "e", "priority": "bulk"},
+            {
+                "id": "sched-0001",
+                "recipients": ["fay"],
+                "text": "f",
+                "sendAt": int(time.time() * 1000) + 3_600_000,
+            },
+        ]
+    )
     producer.close()
 
     after = scrape(server)
@@ -442,8 +455,9 @@ def test_metrics_count_requests_and_read_depths_from_redis(
     assert after['dispatcher_callbacks_total{status="enqueued"}'] == 0
     assert after["dispatcher_callbacks_refused_total"] == 2
     assert after["dispatcher_callbacks_duplicate_total"] == 1
-    assert after["dispatcher_queue_depth"] == 4
+    assert after["dispatcher_queue_depth"] == 5
     assert after["dispatcher_delayed_depth"] == 1
+    assert after["dispatcher_scheduled_depth"] == 1
     assert after["dispatcher_dead_letters"] == 0
 
     sandbox.admin.add_fault(status=403, identifier="bob")
