@@ -51,7 +51,7 @@ from typing import Any, TypeVar, cast
 import orjson
 import redis
 
-from benchmarks.common import MOBILE_APP_ID, BenchmarkError, percentile
+from benchmarks.common import MOBILE_APP_ID, BenchmarkError, accepted_entries, percentile
 from benchmarks.procs import ManagedProcess
 from benchmarks.systems import _clean_environ, _is_worker_started, dispatcher_log_problems
 from dispatcher.admission import DEFAULT_MAX_INTENT_RECIPIENTS, DEFAULT_MAX_RECIPIENTS
@@ -61,7 +61,6 @@ from dispatcher.lanes import lane_queue
 from dispatcher.messages import now_ms
 from dispatcher.producer import Producer
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
-from dispatcher.sandbox.admin import SandboxAdmin
 from dispatcher.sandbox.process import SandboxProcess
 from dispatcher.settings import DEFAULT_QUEUE, Settings
 from dispatcher.store.cancels import cancel_intents
@@ -98,17 +97,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise BenchmarkError(f"{what}: not within {deadline_s:.0f} s")
         time.sleep(POLL_S)
-
-
-def accepted_entries(admin: SandboxAdmin) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    cursor = 0
-    while True:
-        page = admin.requests(kind="messages", since=cursor)
-        if not page:
-            return [entry for entry in entries if entry.get("status") == 201]
-        entries += page
-        cursor = max(int(entry["seq"]) for entry in page)
 
 
 def first_accepts(entries: list[dict[str, Any]]) -> dict[str, float]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dispatcher.sandbox.admin import SandboxAdmin
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,3 +48,15 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(fraction * len(ordered)))
     return ordered[rank - 1]
+
+
+def accepted_entries(admin: SandboxAdmin) -> list[dict[str, Any]]:
+    """Every message the sandbox accepted (201), read from its request log page by page."""
+    entries: list[dict[str, Any]] = []
+    cursor = 0
+    while True:
+        page = admin.requests(kind="messages", since=cursor)
+        if not page:
+            return [entry for entry in entries if entry.get("status") == 201]
+        entries += page
+        cursor = max(int(entry["seq"]) for entry in page)

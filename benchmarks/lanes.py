@@ -27,9 +27,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from benchmarks.common import BenchmarkError, percentile
+from benchmarks.common import BenchmarkError, accepted_entries, percentile
 from dispatcher.producer import Producer
 from dispatcher.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from dispatcher.sandbox.admin import SandboxAdmin
@@ -116,17 +115,6 @@ def enqueue_backlog(producer: Producer, count: int, *, lanes: bool) -> float:
         ]
         producer.enqueue_many(batch)
     return time.monotonic() - started
-
-
-def accepted_entries(admin: SandboxAdmin) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    cursor = 0
-    while True:
-        page = admin.requests(kind="messages", since=cursor)
-        if not page:
-            return [entry for entry in entries if entry.get("status") == 201]
-        entries += page
-        cursor = max(int(entry["seq"]) for entry in page)
 
 
 def wait_sends(admin: SandboxAdmin, count: int, worker: subprocess.Popen[bytes]) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from dispatcher.errors import IntentRefused
+from dispatcher.fanout import needs_split, part_count
 from dispatcher.intents import Intent
 
 DEFAULT_MAX_RECIPIENTS = 100
@@ -45,8 +46,8 @@ def admission_problems(intent: Intent, limits: Limits, *, now_ms: int) -> list[s
             "one intent may carry (DISPATCHER_MAX_INTENT_RECIPIENTS); split it into several "
             "intents"
         )
-    elif count > limits.max_recipients and intent.part is None:
-        parts = -(-count // limits.max_recipients)
+    elif needs_split(intent, limits.max_recipients):
+        parts = part_count(count, limits.max_recipients)
         shared = len(orjson.dumps(intent.model_dump(mode="json", exclude={"recipients"})))
         if parts * shared > MAX_FANOUT_BYTES:
             problems.append(

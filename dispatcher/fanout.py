@@ -15,6 +15,7 @@ digest of it keeps distinct ids apart: `<start of id>-<10 hex>_p<n>`.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import orjson
 
@@ -66,5 +67,17 @@ def split(intent: Intent, max_recipients: int) -> list[Intent]:
 
 
 def parts_record(count: int, recipients: int, split_at_ms: int) -> bytes:
-    """The record of a split that `status` reads: the part ids follow from the count."""
+    """The record of a split that `status` and cancel read: the part ids follow from the
+    count."""
     return orjson.dumps({"count": count, "recipients": recipients, "split_at_ms": split_at_ms})
+
+
+def read_parts_record(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A record `parts_record` wrote, its `count` an int; None if absent or unreadable."""
+    if raw is None:
+        return None
+    try:
+        record: Any = orjson.loads(raw)
+        return {**record, "count": int(record["count"])}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

@@ -363,6 +363,11 @@ class Intent(_CamelModel):
     def lane(self) -> Lane:
         return lane_of_priority(self.priority, self.is_marketing)
 
+    @property
+    def whole_id(self) -> str | None:
+        """For a part of a split intent, the id of the whole (see `dispatcher.fanout`)."""
+        return None if self.part is None else self.part.of
+
     def with_defaults(self, *, now_ms: int) -> Intent:
         """The intent as it travels: with an id and a creation time, generated when absent."""
         updates: dict[str, Any] = {}

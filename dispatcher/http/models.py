@@ -112,7 +112,8 @@ StatusState = Literal[
 
 
 class PartStatus(_Answer):
-    """One part of a split intent (its id is the part's `messageRef`)."""
+    """One part of a split intent (its id is the part's `messageRef`); a whole intent's
+    report has these fields and more."""
 
     id: str
     state: StatusState
@@ -124,31 +125,22 @@ class PartStatus(_Answer):
     title: str | None = None
     detail: str | None = None
     dead_at: str | None = None
-    cancelled_at_ms: int | None = None
+    cancelled_at_ms: int | None = Field(None, description="When it was cancelled (epoch ms).")
 
 
-class NotificationStatus(_Answer):
+class NotificationStatus(PartStatus):
     """Where an intent stands: the same report as `dispatcher status ID --json`."""
 
-    id: str
     state: StatusState = Field(
         description="`partial`: a split intent whose parts are in different states; "
         "`waiting`: a part not sent yet."
     )
     message_id: str | None = Field(None, description="Catapush messageId (sent).")
-    sent_at: str | None = None
-    attempts: int | None = None
-    reason: DeadReason | None = None
-    status_code: int | None = None
-    title: str | None = None
-    detail: str | None = None
-    dead_at: str | None = None
     lane: Lane | None = Field(None, description="The lane it waits in (queued, retrying).")
     attempt: int | None = Field(None, description="The attempt waiting (queued, retrying).")
     eta_ms: int | None = Field(None, description="When a retry is due (epoch ms).")
     eta: str | None = Field(None, description="When a retry is due (RFC 3339, UTC).")
     send_at_ms: int | None = Field(None, description="When a scheduled intent goes (epoch ms).")
-    cancelled_at_ms: int | None = Field(None, description="When it was cancelled (epoch ms).")
     recipients: int | None = Field(None, description="Recipients of a split intent.")
     split_at_ms: int | None = Field(None, description="When it was split (epoch ms).")
     parts_by_state: dict[str, int] | None = Field(None, description="A split intent's parts.")

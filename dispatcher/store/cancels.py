@@ -19,11 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
 import redis
 from redis.exceptions import RedisError
 
-from dispatcher.fanout import part_id
+from dispatcher.fanout import part_id, read_parts_record
 from dispatcher.lanes import LANES, lane_queue
 from dispatcher.logs import get_logger
 from dispatcher.settings import Settings
@@ -146,11 +145,12 @@ class Canceller:
             for intent_id in intent_ids:
                 pipe.get(self._keys.parts(intent_id))
             records = pipe.execute()
-        counts = {
-            intent_id: count
-            for intent_id, record in zip(intent_ids, records, strict=True)
-            if (count := _part_count(record)) is not None
-        }
+        # Split intents: how many parts each has.
+        counts: dict[str, int] = {}
+        for intent_id, raw in zip(intent_ids, records, strict=True):
+            record = read_parts_record(raw)
+            if record is not None:
+                counts[intent_id] = record["count"]
         sent: dict[str, int] = {}
         if counts:
             with self._client.pipeline(transaction=False) as pipe:
@@ -202,14 +202,6 @@ class Canceller:
             queue = lane_queue(self._queue_name, lane)
             keys += [self._keys.schedule(queue), self._keys.schedule_messages(queue)]
         return keys
-
-
-def _part_count(record: Any) -> int | None:
-    if record is None:
-        return None
-    with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError, ValueError):
-        return int(orjson.loads(record)["count"])
-    return None
 
 
 def _text(value: Any) -> str:

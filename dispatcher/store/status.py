@@ -11,7 +11,7 @@ from typing import Any, cast
 import orjson
 import redis
 
-from dispatcher.fanout import part_id
+from dispatcher.fanout import part_id, read_parts_record
 from dispatcher.lanes import LANES, lane_queue
 from dispatcher.settings import Settings
 from dispatcher.store.deadletters import DeadLetters
@@ -119,14 +119,7 @@ def _delivery(
 
 
 def _parts(client: redis.Redis, keys: Keys, intent_id: str) -> dict[str, Any] | None:
-    raw = cast(bytes | None, client.get(keys.parts(intent_id)))
-    if raw is None:
-        return None
-    try:
-        record: Any = orjson.loads(raw)
-        return {"count": int(record["count"]), **record}
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
+    return read_parts_record(cast(bytes | None, client.get(keys.parts(intent_id))))
 
 
 def _whole(

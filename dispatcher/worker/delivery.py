@@ -248,8 +248,7 @@ class Deliverer:
             # Waiting for the rate limit is not a failed attempt.
             return Reschedule(job.wire, attempt, int(exc.retry_in_s * 1000))
 
-        part_of = intent.part.of if intent.part is not None else None
-        claim = await self._receipts.claim(job.intent_id, claim_owner, part_of=part_of)
+        claim = await self._receipts.claim(job.intent_id, claim_owner, part_of=intent.whole_id)
         if claim.state is ClaimState.CANCELLED:
             return await self._cancelled(job, now_ms)
         if claim.state is not ClaimState.CLAIMED:
@@ -280,8 +279,7 @@ class Deliverer:
         if remaining is not None and remaining < 1:
             detail = f"expireTime of {intent.expire_time} s passed before it could be sent"
             return await self._bury_job(job, DeadLetter("expired", None, "expired", detail))
-        part_of = intent.part.of if intent.part is not None else None
-        if self._cancels is not None and self._cancels.is_cancelled(job.intent_id, part_of):
+        if self._cancels is not None and self._cancels.is_cancelled(job.intent_id, intent.whole_id):
             return await self._cancelled(job, now_ms)
         if needs_split(intent, self._limits.max_recipients):
             parts = split(intent, self._limits.max_recipients)
